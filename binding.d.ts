@@ -1,0 +1,77 @@
+/**
+ * The native surface of kvsift (cpp/addon.cc): the one declaration of everything the addon
+ * exports. The TypeScript layer (lib/) is the public API; these functions assume it already
+ * validated their arguments, but still re-check everything memory safety depends on.
+ *
+ * Conventions: a device index is -1 for the CPU or N for cuda:N; a stream is a cudaStream_t as a
+ * bigint (undefined or 0n: the legacy default stream); sizes are in bytes unless named otherwise.
+ */
+
+/** A byte range on one device: owned (freed by free() or the finalizer) or wrapped. */
+export declare class DeviceBuffer {
+  private constructor();
+  /** Frees owned memory (stream-ordered on the stream that last used it); idempotent. */
+  free(): void;
+  /** The address, 0n once freed. */
+  readonly ptr: bigint;
+  readonly byteLength: number;
+  readonly device: number;
+  readonly owned: boolean;
+  readonly freed: boolean;
+}
+
+/** What the native ops read off a Tensor. */
+export interface NativeTensor {
+  readonly _buffer: DeviceBuffer;
+  /** 0 f32, 1 f16, 2 bf16, 3 i32, 4 u8 */
+  readonly _dtypeCode: number;
+  readonly shape: readonly number[];
+}
+
+export interface NativeBuildInfo {
+  cuda: boolean;
+  cudaArchitectures: string[];
+  cudaRuntimeVersion: string | null;
+  cudaDriverVersion: string | null;
+  cudaUnavailableReason: string;
+  napiVersion: number;
+  cpuThreads: number;
+}
+
+export interface NativeDeviceInfo {
+  model: string;
+  computeCapability: string;
+  totalMemory: number;
+  freeMemory: number;
+  multiprocessors: number;
+  l2CacheBytes: number;
+}
+
+export interface NativeMemoryStats {
+  liveBuffers: number;
+  liveBytes: number;
+  peakBytes: number;
+}
+
+/** Layout code: 0 bhsd, 1 bshd. */
+export type LayoutCode = 0 | 1;
+
+export interface Binding {
+  DeviceBuffer: typeof DeviceBuffer;
+  setErrorClass(cls: new (message: string, code: string) => Error): void;
+  buildInfo(): NativeBuildInfo;
+  cudaDeviceCount(): number;
+  cudaDeviceInfo(device: number): NativeDeviceInfo;
+  alloc(device: number, bytes: number, stream?: bigint): DeviceBuffer;
+  wrapPointer(ptr: bigint, bytes: number, device: number): DeviceBuffer;
+  copyFromHost(dst: DeviceBuffer, dstOffset: number, src: ArrayBufferView | ArrayBuffer, stream?: bigint): void;
+  copyToHost(src: DeviceBuffer, srcOffset: number, dst: ArrayBufferView | ArrayBuffer, stream?: bigint): void;
+  copyToHostAsync(src: DeviceBuffer, srcOffset: number, bytes: number, stream?: bigint): Promise<ArrayBuffer>;
+  copyBuffer(dst: DeviceBuffer, dstOffset: number, src: DeviceBuffer, srcOffset: number, bytes: number, stream?: bigint): void;
+  fill(dst: DeviceBuffer, byteValue: number, stream?: bigint): void;
+  streamCreate(device: number): bigint;
+  streamDestroy(device: number, stream: bigint): void;
+  streamSynchronize(device: number, stream?: bigint): Promise<void>;
+  deviceSynchronize(device: number): Promise<void>;
+  memoryStats(device: number, resetPeak?: boolean): NativeMemoryStats;
+}

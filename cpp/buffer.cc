@@ -1,0 +1,126 @@
+#include "buffer.h"
+
+#include "errors.h"
+#include "memory.h"
+
+namespace kvsift {
+
+Napi::Function DeviceBuffer::Init(Napi::Env env) {
+  Napi::Function ctor = DefineClass(env, "DeviceBuffer",
+                                    {
+                                        InstanceMethod("free", &DeviceBuffer::Free),
+                                        InstanceAccessor("ptr", &DeviceBuffer::GetPtr, nullptr),
+                                        InstanceAccessor("byteLength", &DeviceBuffer::GetByteLength, nullptr),
+                                        InstanceAccessor("device", &DeviceBuffer::GetDevice, nullptr),
+                                        InstanceAccessor("owned", &DeviceBuffer::GetOwned, nullptr),
+                                        InstanceAccessor("freed", &DeviceBuffer::GetFreed, nullptr),
+                                    });
+  GetAddonData(env).buffer_ctor = Napi::Persistent(ctor);
+  return ctor;
+}
+
+DeviceBuffer::DeviceBuffer(const Napi::CallbackInfo& info) : Napi::ObjectWrap<DeviceBuffer>(info) {
+  env_ = info.Env();
+  // Constructed from JS directly it stays an empty, already-freed buffer: only Allocate and
+  // Wrap hand out real memory.
+  freed_ = true;
+}
+
+DeviceBuffer::~DeviceBuffer() {
+  // The finalizer path: the JS object was collected without dispose(). No async reader can be
+  // pending here (each keeps a reference to the object).
+  if (!freed_ || free_deferred_) {
+    freed_ = true;
+    free_deferred_ = false;
+    ReallyFree();
+  }
+}
+
+Napi::Object DeviceBuffer::Allocate(Napi::Env env, int device, size_t bytes, cudaStream_t stream) {
+  void* ptr = nullptr;
+  int err = device_alloc(device, bytes, stream, &ptr);
+  if (err != 0) {
+    std::string where = device < 0 ? std::string("cpu") : "cuda:" + std::to_string(device);
+    if (cuda_is_out_of_memory(err) || device < 0) {
+      Throw(env, code::kOutOfMemory,
+            "alloc: out of memory on " + where + " allocating " + std::to_string(bytes) + " bytes");
+    }
+    ThrowCuda(env, "alloc", err);
+  }
+  Napi::Object obj = GetAddonData(env).buffer_ctor.New({});
+  DeviceBuffer* self = Unwrap(obj);
+  self->data_ = ptr;
+  self->bytes_ = bytes;
+  self->device_ = device;
+  self->owned_ = true;
+  self->freed_ = false;
+  self->stream_ = stream;
+  // Cap the hint: V8 only needs to know the object is heavy, and huge values trigger GCs that
+  // cost more than they save.
+  self->external_bytes_ = static_cast<int64_t>(bytes < (64u << 20) ? bytes : (64u << 20));
+  Napi::MemoryManagement::AdjustExternalMemory(env, self->external_bytes_);
+  return obj;
+}
+
+Napi::Object DeviceBuffer::Wrap(Napi::Env env, void* ptr, size_t bytes, int device) {
+  Napi::Object obj = GetAddonData(env).buffer_ctor.New({});
+  DeviceBuffer* self = Unwrap(obj);
+  self->data_ = ptr;
+  self->bytes_ = bytes;
+  self->device_ = device;
+  self->owned_ = false;
+  self->freed_ = false;
+  return obj;
+}
+
+DeviceBuffer* DeviceBuffer::From(Napi::Env env, Napi::Value v) {
+  if (!v.IsObject()) return nullptr;
+  AddonData& data = GetAddonData(env);
+  if (data.buffer_ctor.IsEmpty()) return nullptr;
+  Napi::Object obj = v.As<Napi::Object>();
+  if (!obj.InstanceOf(data.buffer_ctor.Value())) return nullptr;
+  return Unwrap(obj);
+}
+
+void DeviceBuffer::ReallyFree() {
+  if (owned_) device_free(device_, data_, bytes_, stream_);
+  data_ = nullptr;
+  if (external_bytes_ != 0 && env_ != nullptr) {
+    Napi::MemoryManagement::AdjustExternalMemory(Napi::Env(env_), -external_bytes_);
+    external_bytes_ = 0;
+  }
+}
+
+void DeviceBuffer::Release() {
+  if (freed_) return;
+  freed_ = true;
+  if (pending_ > 0) {
+    free_deferred_ = true;
+    return;
+  }
+  ReallyFree();
+}
+
+void DeviceBuffer::unpin() {
+  if (--pending_ == 0 && free_deferred_) {
+    free_deferred_ = false;
+    ReallyFree();
+  }
+}
+
+Napi::Value DeviceBuffer::Free(const Napi::CallbackInfo& info) {
+  Release();
+  return info.Env().Undefined();
+}
+
+Napi::Value DeviceBuffer::GetPtr(const Napi::CallbackInfo& info) {
+  return Napi::BigInt::New(info.Env(), static_cast<uint64_t>(reinterpret_cast<uintptr_t>(freed_ ? nullptr : data_)));
+}
+Napi::Value DeviceBuffer::GetByteLength(const Napi::CallbackInfo& info) {
+  return Napi::Number::New(info.Env(), static_cast<double>(bytes_));
+}
+Napi::Value DeviceBuffer::GetDevice(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), device_); }
+Napi::Value DeviceBuffer::GetOwned(const Napi::CallbackInfo& info) { return Napi::Boolean::New(info.Env(), owned_); }
+Napi::Value DeviceBuffer::GetFreed(const Napi::CallbackInfo& info) { return Napi::Boolean::New(info.Env(), freed_); }
+
+}  // namespace kvsift

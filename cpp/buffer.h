@@ -1,0 +1,59 @@
+// kvsift/cpp/buffer.h: DeviceBuffer, the native object behind every Tensor: a byte range on one
+// device, owned (freed by dispose or, failing that, by the garbage collector's finalizer) or
+// wrapped (another engine's memory, never freed here).
+#pragma once
+#include <napi.h>
+
+#include <cstdint>
+
+#include "runtime.h"
+
+namespace kvsift {
+
+class DeviceBuffer : public Napi::ObjectWrap<DeviceBuffer> {
+ public:
+  static Napi::Function Init(Napi::Env env);
+  // A new owned allocation; throws ERR_OUT_OF_MEMORY / ERR_CUDA on failure.
+  static Napi::Object Allocate(Napi::Env env, int device, size_t bytes, cudaStream_t stream);
+  static Napi::Object Wrap(Napi::Env env, void* ptr, size_t bytes, int device);
+  // nullptr when v is not a DeviceBuffer.
+  static DeviceBuffer* From(Napi::Env env, Napi::Value v);
+
+  explicit DeviceBuffer(const Napi::CallbackInfo& info);
+  ~DeviceBuffer() override;
+
+  void* data() const { return data_; }
+  size_t bytes() const { return bytes_; }
+  int device() const { return device_; }
+  bool freed() const { return freed_; }
+  // Ops record the stream that last touched the memory; the free is ordered on it.
+  void set_stream(cudaStream_t s) { stream_ = s; }
+
+  // Async readers keep the memory alive across a free() issued while they run.
+  void pin() { ++pending_; }
+  void unpin();
+
+  void Release();
+
+ private:
+  Napi::Value Free(const Napi::CallbackInfo& info);
+  Napi::Value GetPtr(const Napi::CallbackInfo& info);
+  Napi::Value GetByteLength(const Napi::CallbackInfo& info);
+  Napi::Value GetDevice(const Napi::CallbackInfo& info);
+  Napi::Value GetOwned(const Napi::CallbackInfo& info);
+  Napi::Value GetFreed(const Napi::CallbackInfo& info);
+  void ReallyFree();
+
+  void* data_ = nullptr;
+  size_t bytes_ = 0;
+  int device_ = kCpuDevice;
+  bool owned_ = false;
+  bool freed_ = false;
+  bool free_deferred_ = false;
+  int pending_ = 0;
+  int64_t external_bytes_ = 0;  // reported to V8 so forgotten tensors create GC pressure
+  napi_env env_ = nullptr;
+  cudaStream_t stream_ = nullptr;
+};
+
+}  // namespace kvsift

@@ -1,0 +1,130 @@
+#include "memory.h"
+
+#include <atomic>
+#include <cstdlib>
+#include <mutex>
+#include <vector>
+
+namespace kvsift {
+namespace {
+
+constexpr int kMaxDevices = 64;
+struct Counters {
+  std::atomic<int64_t> buffers{0}, bytes{0}, peak{0};
+};
+Counters g_counters[kMaxDevices + 1];  // slot 0 = CPU, slot d+1 = cuda:d
+
+Counters& counters_for(int device) {
+  int slot = device + 1;
+  if (slot < 0 || slot > kMaxDevices) slot = 0;
+  return g_counters[slot];
+}
+
+void count_alloc(int device, size_t bytes) {
+  Counters& c = counters_for(device);
+  c.buffers.fetch_add(1);
+  int64_t now = c.bytes.fetch_add(static_cast<int64_t>(bytes)) + static_cast<int64_t>(bytes);
+  int64_t peak = c.peak.load();
+  while (now > peak && !c.peak.compare_exchange_weak(peak, now)) {
+  }
+}
+
+void count_free(int device, size_t bytes) {
+  Counters& c = counters_for(device);
+  c.buffers.fetch_sub(1);
+  c.bytes.fetch_sub(static_cast<int64_t>(bytes));
+}
+
+#ifdef KVSIFT_WITH_CUDA
+std::once_flag g_pool_once[kMaxDevices];
+void configure_pool(int device) {
+  if (device >= kMaxDevices) return;
+  std::call_once(g_pool_once[device], [device] {
+    cudaMemPool_t pool;
+    if (cudaDeviceGetDefaultMemPool(&pool, device) == cudaSuccess) {
+      uint64_t keep_everything = UINT64_MAX;
+      cudaMemPoolSetAttribute(pool, cudaMemPoolAttrReleaseThreshold, &keep_everything);
+    }
+    cudaGetLastError();
+  });
+}
+#endif
+
+}  // namespace
+
+int device_alloc(int device, size_t bytes, cudaStream_t stream, void** out) {
+  *out = nullptr;
+  // A zero-byte tensor still gets a real, distinct pointer; 256 keeps CUDA rows aligned.
+  size_t rounded = bytes == 0 ? 256 : (bytes + 255) / 256 * 256;
+  if (rounded < bytes) return 2;  // overflow
+  if (device < 0) {
+    void* p = std::aligned_alloc(64, rounded);
+    if (p == nullptr) return 2;
+    *out = p;
+    count_alloc(device, bytes);
+    return 0;
+  }
+#ifdef KVSIFT_WITH_CUDA
+  configure_pool(device);
+  DeviceGuard guard(device);
+  if (guard.error()) return guard.error();
+  cudaError_t err = cudaMallocAsync(out, rounded, stream);
+  if (err == cudaErrorMemoryAllocation) {
+    // Cached blocks may be pinned by pending frees on other streams: give them back and retry
+    // once. Slow, but only on the out-of-memory path.
+    cudaGetLastError();
+    cudaDeviceSynchronize();
+    cudaMemPool_t pool;
+    if (cudaDeviceGetDefaultMemPool(&pool, device) == cudaSuccess) cudaMemPoolTrimTo(pool, 0);
+    err = cudaMallocAsync(out, rounded, stream);
+  }
+  if (err != cudaSuccess) {
+    cudaGetLastError();  // allocation failures are not sticky; keep later calls clean
+    *out = nullptr;
+    return err;
+  }
+  count_alloc(device, bytes);
+  return 0;
+#else
+  (void)stream;
+  return 100;  // cudaErrorNoDevice
+#endif
+}
+
+void device_free(int device, void* ptr, size_t bytes, cudaStream_t stream) {
+  if (ptr == nullptr) return;
+  if (device < 0) {
+    std::free(ptr);
+    count_free(device, bytes);
+    return;
+  }
+#ifdef KVSIFT_WITH_CUDA
+  DeviceGuard guard(device);
+  if (cudaFreeAsync(ptr, stream) != cudaSuccess) {
+    // The stream may be gone (an engine destroyed its own stream): free in legacy-stream order.
+    cudaGetLastError();
+    cudaFreeAsync(ptr, nullptr);
+    cudaGetLastError();
+  }
+  count_free(device, bytes);
+#else
+  (void)stream;
+  (void)bytes;
+#endif
+}
+
+MemoryStats memory_stats(int device) {
+  Counters& c = counters_for(device);
+  MemoryStats s;
+  s.live_buffers = c.buffers.load();
+  s.live_bytes = c.bytes.load();
+  s.peak_bytes = c.peak.load();
+  return s;
+}
+
+void memory_stats_reset_peak(int device) {
+  Counters& c = counters_for(device);
+  c.peak.store(c.bytes.load());
+}
+
+}  // namespace kvsift

@@ -1,0 +1,28 @@
+// kvsift/cpp/memory.h: device memory for tensors and temporaries.
+// CUDA memory comes from the device's stream-ordered pool (cudaMallocAsync) with its release
+// threshold raised to "never", so after warm-up an allocation is a pool hit: no cudaMalloc, no
+// host synchronization, and ops stay capturable in a CUDA graph. CPU memory is 64-byte aligned.
+#pragma once
+#include <cstddef>
+#include <cstdint>
+
+#include "runtime.h"
+
+namespace kvsift {
+
+// Returns 0 or a CUDA error code (cudaErrorMemoryAllocation when the device is full, after one
+// retry with the pool trimmed). CPU: 0, or 2 (cudaErrorMemoryAllocation's value) when malloc fails.
+int device_alloc(int device, size_t bytes, cudaStream_t stream, void** out);
+// Stream-ordered free on `stream` (the stream that last used the memory). Never throws.
+void device_free(int device, void* ptr, size_t bytes, cudaStream_t stream);
+
+struct MemoryStats {
+  int64_t live_buffers = 0;
+  int64_t live_bytes = 0;
+  int64_t peak_bytes = 0;
+};
+// Owned buffers only (wrapped foreign memory is not counted).
+MemoryStats memory_stats(int device);
+void memory_stats_reset_peak(int device);
+
+}  // namespace kvsift

@@ -1,0 +1,4 @@
+#include "core.h"
+namespace kvsift {
+void RegisterOps(Napi::Env, Napi::Object) {}
+}  // namespace kvsift

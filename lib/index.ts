@@ -1,0 +1,9 @@
+/**
+ * kvsift: fused kernels for LLM KV-cache compression, on CUDA and on a multi-threaded CPU
+ * backend, behind typed tensors.
+ */
+export { KvsiftError, type KvsiftErrorCode } from './errors';
+export { buildInfo, devices, defaultDevice, cudaDeviceCount, type Device, type DeviceInfo, type CpuDeviceInfo, type CudaDeviceInfo, type BuildInfo } from './device';
+export { Tensor, memoryStats, dtypeBytes, type DType, type TensorData, type TensorFromOptions, type TensorPointerOptions, type MemoryStats } from './tensor';
+export { Stream, synchronize } from './stream';
+export { f32ToF16, f16ToF32, f32ToBf16, bf16ToF32 } from './half';
