@@ -74,4 +74,27 @@ export interface Binding {
   streamSynchronize(device: number, stream?: bigint): Promise<void>;
   deviceSynchronize(device: number): Promise<void>;
   memoryStats(device: number, resetPeak?: boolean): NativeMemoryStats;
+
+  // ---- ops (cpp/ops.cc). Outputs are allocated by the caller; lengths arrays are host Int32Arrays
+  // checked and uploaded by the binding. Every op runs on its tensors' device.
+  /** votes: out f32 [B, Hout, N - W]; groupReduce 0 mean, 1 sum, 2 max, 3 none. */
+  snapkvScores(queries: NativeTensor, keys: NativeTensor, out: NativeTensor,
+    options: { window: number; groupReduce: number; layout?: LayoutCode; seqLens?: Int32Array; lse?: NativeTensor }, stream?: bigint): void;
+  /** kind 0 avg, 1 max; lengths per batch (first dim). */
+  pool1d(input: NativeTensor, out: NativeTensor, options: { kernel: number; kind: number; lengths?: Int32Array }, stream?: bigint): void;
+  /** order 0 position, 1 score; out holds rows of outRowStride (>= k). */
+  topk(input: NativeTensor, out: NativeTensor, options: { k: number; order: number; outRowStride?: number; lengths?: Int32Array }, stream?: bigint): void;
+  /** positions i32 [B, Hc * group or 1, K]; out in the cache's layout. */
+  gather(cache: NativeTensor, positions: NativeTensor, out: NativeTensor, options: { layout?: LayoutCode; group: number }, stream?: bigint): void;
+  /** The last `window` slots of each row of positions = L - W .. L - 1. */
+  fillWindow(positions: NativeTensor, options: { window: number; n: number; rowStride: number; rowsPerBatch: number; seqLens?: Int32Array }, stream?: bigint): void;
+  l2Norms(keys: NativeTensor, out: NativeTensor, options: { layout?: LayoutCode; seqLens?: Int32Array }, stream?: bigint): void;
+  /** out = +inf at protected positions, sign * in elsewhere; may alias. */
+  protectScores(input: NativeTensor, out: NativeTensor, options: { sinks: number; recent: number; sign: number; seqLens?: Int32Array }, stream?: bigint): void;
+  /** scores += softmax((q.k/sqrt(D) + noise)/tau) summed over queries and group heads; noise 0 none, 1 gumbel. */
+  accumulate(queries: NativeTensor, keys: NativeTensor, scores: NativeTensor,
+    options: { layout?: LayoutCode; tau: number; noise: number; seed: number | bigint; step: number | bigint; seqLens?: Int32Array }, stream?: bigint): void;
+  gumbel(out: NativeTensor, options: { seed: number | bigint; step: number | bigint }, stream?: bigint): void;
+  /** out[b, j] = scale * sum_h in[b, h, j] */
+  headReduce(input: NativeTensor, out: NativeTensor, options: { scale: number }, stream?: bigint): void;
 }

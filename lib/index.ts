@@ -7,3 +7,9 @@ export { buildInfo, devices, defaultDevice, cudaDeviceCount, type Device, type D
 export { Tensor, memoryStats, dtypeBytes, type DType, type TensorData, type TensorFromOptions, type TensorPointerOptions, type MemoryStats } from './tensor';
 export { Stream, synchronize } from './stream';
 export { f32ToF16, f16ToF32, f32ToBf16, bf16ToF32 } from './half';
+export { topk, gather, evict, type TopkOptions, type Compacted } from './select';
+export type { Layout, OpOptions, LayoutOptions } from './common';
+export * as snapkv from './snapkv';
+export * as l2 from './l2';
+export * as keyformer from './keyformer';
+export { h2o, tova, streaming, type TovaOptions, type StreamingOptions, type H2OAccumulateOptions } from './baselines';

@@ -1,0 +1,131 @@
+/**
+ * The baselines users compare against (ALGORITHMS.md §4): H2O (accumulated attention + recent
+ * window), TOVA (the last query's attention averaged over every head of the layer) and
+ * StreamingLLM (attention sinks + recent window, no scores).
+ */
+import { native } from './native';
+import { check4d, checkCapacity, checkLengths, layoutCode, opStream, sameDevice, withScope, type LayoutOptions, type OpOptions } from './common';
+import { deviceIndex, defaultDevice, type Device } from './device';
+import { runAccumulate, runSelect, type SelectOptions } from './keyformer';
+import { Tensor } from './tensor';
+import { checkInt, checkOptions, invalidText } from './validate';
+
+export interface H2OAccumulateOptions extends LayoutOptions, OpOptions {
+  seqLens?: Int32Array | readonly number[];
+}
+
+/** H2O: heavy-hitter accumulation = Keyformer with no noise and tau 1. */
+export const h2o = {
+  /**
+   * scores[b, h, j] += Σ softmax_j(q·k_j/√D) over the step's queries and the group's heads.
+   *
+   * @example
+   * ```ts
+   * h2o.accumulate(q, keys, scores);
+   * ```
+   */
+  accumulate(queries: Tensor, keys: Tensor, scores: Tensor, options?: H2OAccumulateOptions): Tensor {
+    const op = 'h2o.accumulate';
+    const opts = checkOptions(op, options) as H2OAccumulateOptions;
+    return runAccumulate(op, queries, keys, scores, { ...opts, tau: 1, seed: 0, step: 0, noise: 'none' });
+  },
+  /**
+   * The recent window plus the heaviest hitters, positions ascending.
+   *
+   * @example
+   * ```ts
+   * const pos = h2o.select(scores, { capacity: 1024, recent: 128 });
+   * ```
+   */
+  select(scores: Tensor, options: SelectOptions): Tensor {
+    return runSelect('h2o.select', scores, options);
+  },
+};
+
+export interface TovaOptions extends LayoutOptions, OpOptions {
+  /** Tokens kept (one selection for every head of the layer). */
+  capacity: number;
+  seqLens?: Int32Array | readonly number[];
+}
+
+/** TOVA: token omission via attention. */
+export const tova = {
+  /**
+   * Keeps the `capacity` tokens with the highest attention from the last query, averaged over
+   * all query heads of the layer: one selection for the whole layer.
+   *
+   * @param queries the last query, [B, Hq, 1, D]
+   * @returns i32 [B, 1, capacity], ascending (pass to `evict`, which applies it to every head)
+   * @example
+   * ```ts
+   * const pos = tova.select(lastQuery, keys, { capacity: 1024 });
+   * const small = evict(keys, values, pos);
+   * ```
+   */
+  select(queries: Tensor, keys: Tensor, options: TovaOptions): Tensor {
+    const op = 'tova.select';
+    const opts = checkOptions(op, options) as unknown as TovaOptions;
+    const { layout, code } = layoutCode(op, opts.layout);
+    const { t: q, dims: qd } = check4d(op, 'queries', queries, layout);
+    const { t: k, dims: kd } = check4d(op, 'keys', keys, layout);
+    const device = sameDevice(op, [q, k]);
+    if (qd.S !== 1) throw invalidText(op, 'queries', 'the last query only (T = 1)', `${qd.S} rows`);
+    if (q.dtype !== k.dtype) throw invalidText(op, 'queries.dtype', `the keys' dtype '${k.dtype}'`, `'${q.dtype}'`);
+    if (qd.B !== kd.B || qd.D !== kd.D || kd.H === 0 || qd.H % kd.H !== 0) {
+      throw invalidText(op, 'queries', `[${kd.B}, a multiple of ${kd.H}, 1, ${kd.D}]`, `[${qd.B}, ${qd.H}, ${qd.S}, ${qd.D}]`);
+    }
+    const capacity = checkCapacity(op, opts.capacity);
+    if (capacity > kd.S) throw invalidText(op, 'options.capacity', `at most N = ${kd.S}`, `${capacity}`);
+    const seqLens = checkLengths(op, 'options.seqLens', opts.seqLens, kd.B, capacity, kd.S);
+    const stream = opStream(op, opts, device);
+    return withScope(device, stream, (scope) => {
+      const perHead = scope.alloc([kd.B, kd.H, kd.S], 'f32');
+      native.fill(perHead._buffer, 0, stream);
+      native.accumulate(q, k, perHead, { layout: code, tau: 1, noise: 0, seed: 0, step: 0, seqLens }, stream);
+      const layer = scope.alloc([kd.B, kd.S], 'f32');
+      native.headReduce(perHead, layer, { scale: 1 / qd.H }, stream);
+      const out = scope.output([kd.B, 1, capacity], 'i32');
+      native.topk(layer, out, { k: capacity, order: 0, outRowStride: capacity, lengths: seqLens }, stream);
+      return out;
+    });
+  },
+};
+
+export interface StreamingOptions {
+  /** The first `sinks` tokens ("attention sinks"). */
+  sinks: number;
+  /** The last `recent` tokens. */
+  recent: number;
+  /** Where the positions tensor goes. Default: {@link defaultDevice}. */
+  device?: Device;
+}
+
+/** StreamingLLM: attention sinks plus a recent window. */
+export const streaming = {
+  /**
+   * Positions 0..sinks-1 and n-recent..n-1 (all of 0..n-1 when they overlap), ascending.
+   *
+   * @returns i32 [k] with k = min(n, sinks + recent): pass to `evict`, which applies it to every
+   *   batch row and head
+   * @example
+   * ```ts
+   * const pos = streaming.select(n, { sinks: 4, recent: 1020 });
+   * const small = evict(keys, values, pos);
+   * ```
+   */
+  select(n: number, options: StreamingOptions): Tensor {
+    const op = 'streaming.select';
+    checkInt(op, 'n', n, 0, 0x7fffffff);
+    const opts = checkOptions(op, options) as unknown as StreamingOptions;
+    const sinks = checkInt(op, 'options.sinks', opts.sinks, 0, 0x7fffffff);
+    const recent = checkInt(op, 'options.recent', opts.recent, 0, 0x7fffffff);
+    const device = deviceIndex(op, 'options.device', opts.device ?? defaultDevice());
+    const kept: number[] = [];
+    if (sinks + recent >= n) for (let i = 0; i < n; i++) kept.push(i);
+    else {
+      for (let i = 0; i < sinks; i++) kept.push(i);
+      for (let i = n - recent; i < n; i++) kept.push(i);
+    }
+    return Tensor.from(Int32Array.from(kept), { device: device < 0 ? 'cpu' : `cuda:${device}` });
+  },
+};

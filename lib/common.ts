@@ -1,0 +1,146 @@
+/**
+ * Shared pieces of the ops: layouts, argument checks that several ops repeat, and the temporary
+ * tensors of composite ops (freed stream-ordered, so no host synchronization is needed).
+ */
+import type { NativeTensor } from '../binding';
+import { KvsiftError } from './errors';
+import { native } from './native';
+import { streamHandle, type Stream } from './stream';
+import { checkTensor, Tensor, type DType } from './tensor';
+import { checkInt, checkOneOf, invalid, invalidText } from './validate';
+
+/** 'bhsd' = [B, H, N, D] (Hugging Face); 'bshd' = [B, N, H, D] (FlashAttention, vLLM). */
+export type Layout = 'bhsd' | 'bshd';
+export const LAYOUTS: readonly Layout[] = ['bhsd', 'bshd'];
+
+/** Options every op accepts. */
+export interface OpOptions {
+  /** CUDA stream to run on (default: the device's legacy default stream). */
+  stream?: Stream;
+}
+
+export interface LayoutOptions {
+  /** Memory layout of 4-D inputs and outputs. Default 'bhsd'. */
+  layout?: Layout;
+}
+
+export interface Dims4 {
+  B: number;
+  H: number;
+  S: number;
+  D: number;
+}
+
+export function layoutCode(op: string, layout: unknown): { layout: Layout; code: 0 | 1 } {
+  const l = layout === undefined ? 'bhsd' : checkOneOf(op, 'options.layout', layout, LAYOUTS);
+  return { layout: l, code: l === 'bhsd' ? 0 : 1 };
+}
+
+/** A live 4-D tensor with a float dtype; its logical [B, H, S, D] under the layout. */
+export function check4d(op: string, name: string, value: unknown, layout: Layout, dtypes: readonly DType[] = ['f32', 'f16', 'bf16']): { t: Tensor; dims: Dims4 } {
+  const t = checkTensor(op, name, value);
+  if (t.shape.length !== 4) {
+    throw invalidText(op, name, `a 4-D tensor ${layout === 'bhsd' ? '[B, H, N, D]' : '[B, N, H, D]'}`, `shape [${t.shape.join(', ')}]`);
+  }
+  if (!dtypes.includes(t.dtype)) throw invalidText(op, `${name}.dtype`, dtypes.map((d) => `'${d}'`).join(' | '), `'${t.dtype}'`);
+  const [a, b, c, d] = t.shape;
+  return { t, dims: layout === 'bhsd' ? { B: a, H: b, S: c, D: d } : { B: a, H: c, S: b, D: d } };
+}
+
+/** The shape of a [B, H, S, D] tensor stored in a layout. */
+export function shape4(layout: Layout, B: number, H: number, S: number, D: number): number[] {
+  return layout === 'bhsd' ? [B, H, S, D] : [B, S, H, D];
+}
+
+export function sameDevice(op: string, tensors: Tensor[]): number {
+  const device = tensors[0]._deviceIndex;
+  for (const t of tensors) {
+    if (t._deviceIndex !== device) {
+      throw new KvsiftError(
+        `${op}: tensors on different devices (${tensors[0].device} and ${t.device}); move them with tensor.to(device) first`,
+        'ERR_DEVICE_MISMATCH',
+      );
+    }
+  }
+  return device;
+}
+
+/** Per-batch lengths: an Int32Array (or number[]) of B integers in [lo, hi]. */
+export function checkLengths(op: string, name: string, value: unknown, batch: number, lo: number, hi: number): Int32Array | undefined {
+  if (value === undefined) return undefined;
+  let arr: Int32Array;
+  if (value instanceof Int32Array) arr = value;
+  else if (Array.isArray(value) && value.every((v) => Number.isInteger(v))) arr = Int32Array.from(value as number[]);
+  else throw invalid(op, name, `an Int32Array of ${batch} lengths`, value);
+  if (arr.length !== batch) throw invalidText(op, name, `${batch} lengths (one per batch row)`, `${arr.length}`);
+  for (let b = 0; b < arr.length; b++) {
+    if (arr[b] < lo || arr[b] > hi) throw invalidText(op, `${name}[${b}]`, `an integer in [${lo}, ${hi}]`, `${arr[b]}`);
+  }
+  return arr;
+}
+
+export function checkCapacity(op: string, value: unknown, min = 1): number {
+  return checkInt(op, 'options.capacity', value, min, 0x7fffffff);
+}
+
+/** A view of a tensor's buffer under another shape of the same element count, for the binding. */
+export function reshaped(t: Tensor, shape: number[]): NativeTensor {
+  return { _buffer: t._buffer, _dtypeCode: t._dtypeCode, shape };
+}
+
+/**
+ * Runs `body` with a scope that tracks temporaries: every tensor made through `scope.alloc` is
+ * disposed when the body ends, except the ones it returns through `scope.keep`. On failure all of
+ * them are disposed, so a failed op leaks nothing.
+ */
+export function withScope<T>(device: number, stream: bigint | undefined, body: (scope: Scope) => T): T {
+  const scope = new Scope(device, stream);
+  try {
+    const result = body(scope);
+    scope.release();
+    return result;
+  } catch (e) {
+    scope.releaseAll();
+    throw e;
+  }
+}
+
+export class Scope {
+  private readonly temps: Tensor[] = [];
+  private readonly kept = new Set<Tensor>();
+  constructor(readonly device: number, readonly stream: bigint | undefined) {}
+  alloc(shape: number[], dtype: DType): Tensor {
+    const t = Tensor._alloc(shape, dtype, this.device, this.stream);
+    this.temps.push(t);
+    return t;
+  }
+  /** Allocates a tensor that survives the scope (an output). */
+  output(shape: number[], dtype: DType): Tensor {
+    const t = this.alloc(shape, dtype);
+    this.kept.add(t);
+    return t;
+  }
+  /** Host data as a tensor on the scope's device (temporary). */
+  upload(data: Int32Array | Float32Array, shape: number[]): Tensor {
+    const t = this.alloc(shape, data instanceof Int32Array ? 'i32' : 'f32');
+    native.copyFromHost(t._buffer, 0, data, this.stream);
+    return t;
+  }
+  release(): void {
+    for (const t of this.temps) if (!this.kept.has(t)) t.dispose();
+  }
+  releaseAll(): void {
+    for (const t of this.temps) t.dispose();
+  }
+}
+
+export function opStream(op: string, options: { stream?: unknown } | undefined, device: number): bigint | undefined {
+  return streamHandle(op, options?.stream, device);
+}
+
+/** Ascending 0..n-1 positions, broadcast later to every head. */
+export function arange(n: number): Int32Array {
+  const a = new Int32Array(n);
+  for (let i = 0; i < n; i++) a[i] = i;
+  return a;
+}

@@ -1,0 +1,178 @@
+/**
+ * Keyformer (MLSys 2024, arXiv 2403.09054; ALGORITHMS.md §3): during decode, accumulate a
+ * Gumbel-perturbed, temperature-scaled softmax of every cached key, and keep the recent window
+ * plus the top-scoring "key tokens". The noise is a counter-based Philox4x32-10 keyed by
+ * (seed, step, batch, query head, query, key): CPU and CUDA draw identical bits and a run replays.
+ */
+import { native } from './native';
+import { check4d, checkCapacity, checkLengths, layoutCode, opStream, sameDevice, withScope, type LayoutOptions, type OpOptions } from './common';
+import { deviceIndex, defaultDevice, type Device } from './device';
+import { checkTensor, type Tensor } from './tensor';
+import { checkInt, checkNumber, checkOneOf, checkOptions, invalid, invalidText } from './validate';
+
+export interface AccumulateOptions extends LayoutOptions, OpOptions {
+  /** Softmax temperature (> 0); see {@link tau}. */
+  tau: number;
+  /** Noise seed (integer or bigint < 2^64). */
+  seed: number | bigint;
+  /** Decode step (integer or bigint < 2^64): a fresh draw each step. */
+  step: number | bigint;
+  /** 'gumbel' (default) or 'none' (H2O's plain attention). */
+  noise?: 'gumbel' | 'none';
+  /** Real lengths of right-padded rows: the step's T queries are each row's last T tokens. */
+  seqLens?: Int32Array | readonly number[];
+}
+
+function checkU64(op: string, name: string, value: unknown): bigint | number {
+  if (typeof value === 'bigint') {
+    if (value < 0n || value >= 1n << 64n) throw invalid(op, name, 'an integer in [0, 2^64)', value);
+    return value;
+  }
+  return checkInt(op, name, value, 0);
+}
+
+/** @internal shared with h2o and tova */
+export function runAccumulate(op: string, queries: unknown, keys: unknown, scoresT: unknown, opts: Omit<AccumulateOptions, 'tau' | 'seed' | 'step'> & { tau: unknown; seed: unknown; step: unknown }): Tensor {
+  const { layout, code } = layoutCode(op, opts.layout);
+  const { t: q, dims: qd } = check4d(op, 'queries', queries, layout);
+  const { t: k, dims: kd } = check4d(op, 'keys', keys, layout);
+  const s = checkTensor(op, 'scores', scoresT);
+  const device = sameDevice(op, [q, k, s]);
+  if (q.dtype !== k.dtype) throw invalidText(op, 'queries.dtype', `the keys' dtype '${k.dtype}'`, `'${q.dtype}'`);
+  if (qd.B !== kd.B) throw invalidText(op, 'queries', `batch ${kd.B} (the keys')`, `${qd.B}`);
+  if (qd.D !== kd.D) throw invalidText(op, 'queries', `head dim ${kd.D} (the keys')`, `${qd.D}`);
+  if (kd.H === 0 || qd.H % kd.H !== 0) throw invalidText(op, 'queries', `a head count that is a multiple of the keys' ${kd.H}`, `${qd.H}`);
+  if (qd.S < 1 || qd.S > kd.S) throw invalidText(op, 'queries', `between 1 and N = ${kd.S} query rows`, `${qd.S}`);
+  if (s.dtype !== 'f32' || s.shape.length !== 3 || s.shape[0] !== kd.B || s.shape[1] !== kd.H || s.shape[2] !== kd.S) {
+    throw invalidText(op, 'scores', `an f32 tensor [${kd.B}, ${kd.H}, ${kd.S}]`, `${s.dtype} [${s.shape.join(', ')}]`);
+  }
+  const tau = checkNumber(op, 'options.tau', opts.tau, { exclusiveMin: 0 });
+  const seed = checkU64(op, 'options.seed', opts.seed);
+  const step = checkU64(op, 'options.step', opts.step);
+  const noise = opts.noise === undefined ? 'gumbel' : checkOneOf(op, 'options.noise', opts.noise, ['gumbel', 'none'] as const);
+  const seqLens = checkLengths(op, 'options.seqLens', opts.seqLens, kd.B, qd.S, kd.S);
+  const stream = opStream(op, opts, device);
+  native.accumulate(q, k, s, { layout: code, tau, noise: noise === 'gumbel' ? 1 : 0, seed, step, seqLens }, stream);
+  return s;
+}
+
+/**
+ * Adds this step's scores in place: scores[b, h, j] += Σ softmax_j((q·k_j/√D + g_j)/τ) over the
+ * step's queries (causal among them) and the G query heads of KV head h. Q·K, noise, softmax and
+ * the += are fused; the two softmax passes regenerate the same Philox noise instead of storing it.
+ *
+ * @param queries [B, Hq, T, D] (T = 1 in decode; the prompt phase passes all prompt queries)
+ * @param keys [B, Hkv, N, D], same dtype
+ * @param scores f32 [B, Hkv, N], accumulated in place and returned
+ * @example
+ * ```ts
+ * const scores = Tensor.zeros([1, 8, n], 'f32', 'cuda:0');
+ * keyformer.accumulate(q, keys, scores, { tau: keyformer.tau(step, { maxNewTokens: 512 }), seed: 42, step });
+ * ```
+ */
+export function accumulate(queries: Tensor, keys: Tensor, scores: Tensor, options: AccumulateOptions): Tensor {
+  const op = 'keyformer.accumulate';
+  return runAccumulate(op, queries, keys, scores, checkOptions(op, options) as unknown as AccumulateOptions);
+}
+
+export interface GumbelOptions extends OpOptions {
+  seed: number | bigint;
+  step: number | bigint;
+  device?: Device;
+}
+
+/**
+ * The very Gumbel(0, 1) noise `accumulate` adds at (seed, step), on a [B, Hq, T, N] grid.
+ *
+ * @example
+ * ```ts
+ * const g = keyformer.gumbel([1, 32, 1, 4096], { seed: 42, step: 7, device: 'cpu' });
+ * ```
+ */
+export function gumbel(shape: readonly number[], options: GumbelOptions): Tensor {
+  const op = 'keyformer.gumbel';
+  const opts = checkOptions(op, options) as unknown as GumbelOptions;
+  if (!Array.isArray(shape) || shape.length !== 4) throw invalid(op, 'shape', 'a 4-D shape [B, H, T, N]', shape);
+  shape.forEach((d, i) => checkInt(op, `shape[${i}]`, d, 0, 0x7fffffff));
+  const seed = checkU64(op, 'options.seed', opts.seed);
+  const step = checkU64(op, 'options.step', opts.step);
+  const device = deviceIndex(op, 'options.device', opts.device ?? defaultDevice());
+  const stream = opStream(op, opts, device);
+  return withScope(device, stream, (scope) => {
+    const out = scope.output(shape.slice(), 'f32');
+    native.gumbel(out, { seed, step }, stream);
+    return out;
+  });
+}
+
+export interface TauOptions {
+  /** Default 1. */
+  tauInit?: number;
+  /** Default 2. */
+  tauEnd?: number;
+  /** Decode steps planned (> 0). */
+  maxNewTokens: number;
+}
+
+/**
+ * Keyformer's linear temperature schedule: tauInit + step (tauEnd - tauInit) / maxNewTokens.
+ *
+ * @example
+ * ```ts
+ * keyformer.tau(0, { maxNewTokens: 100 }) === 1; keyformer.tau(50, { maxNewTokens: 100 }) === 1.5
+ * ```
+ */
+export function tau(step: number, options: TauOptions): number {
+  const op = 'keyformer.tau';
+  const opts = checkOptions(op, options) as unknown as TauOptions;
+  checkNumber(op, 'step', step, { min: 0 });
+  const tauInit = opts.tauInit === undefined ? 1 : checkNumber(op, 'options.tauInit', opts.tauInit, { exclusiveMin: 0 });
+  const tauEnd = opts.tauEnd === undefined ? 2 : checkNumber(op, 'options.tauEnd', opts.tauEnd, { exclusiveMin: 0 });
+  const maxNew = checkNumber(op, 'options.maxNewTokens', opts.maxNewTokens, { exclusiveMin: 0 });
+  return tauInit + (step * (tauEnd - tauInit)) / maxNew;
+}
+
+export interface SelectOptions extends OpOptions {
+  /** Tokens kept per head. */
+  capacity: number;
+  /** The last `recent` real tokens are always kept (they count toward capacity). */
+  recent: number;
+  /** Real lengths of right-padded rows. */
+  seqLens?: Int32Array | readonly number[];
+}
+
+/**
+ * Keeps the last `recent` tokens plus the top capacity - recent others by accumulated score;
+ * positions ascending, ties to the lower position, NaN ranks last.
+ *
+ * @param scores f32 [B, H, N]
+ * @returns i32 [B, H, capacity]
+ * @example
+ * ```ts
+ * const pos = keyformer.select(scores, { capacity: 1024, recent: 256 });
+ * const small = evict(keys, values, pos);
+ * ```
+ */
+export function select(scores: Tensor, options: SelectOptions): Tensor {
+  return runSelect('keyformer.select', scores, options);
+}
+
+/** @internal shared with h2o */
+export function runSelect(op: string, scoresT: unknown, options: unknown): Tensor {
+  const s = checkTensor(op, 'scores', scoresT);
+  const opts = checkOptions(op, options) as unknown as SelectOptions;
+  if (s.dtype !== 'f32' || s.shape.length !== 3) throw invalidText(op, 'scores', 'an f32 tensor [B, H, N]', `${s.dtype} [${s.shape.join(', ')}]`);
+  const [B, H, N] = s.shape;
+  const capacity = checkCapacity(op, opts.capacity);
+  if (capacity > N) throw invalidText(op, 'options.capacity', `at most N = ${N}`, `${capacity}`);
+  const recent = checkInt(op, 'options.recent', opts.recent, 0, capacity);
+  const seqLens = checkLengths(op, 'options.seqLens', opts.seqLens, B, capacity, N);
+  const stream = opStream(op, opts, s._deviceIndex);
+  return withScope(s._deviceIndex, stream, (scope) => {
+    const lifted = scope.alloc([B, H, N], 'f32');
+    native.protectScores(s, lifted, { sinks: 0, recent, sign: 1, seqLens }, stream);
+    const out = scope.output([B, H, capacity], 'i32');
+    native.topk(lifted, out, { k: capacity, order: 0, outRowStride: capacity, lengths: seqLens }, stream);
+    return out;
+  });
+}
