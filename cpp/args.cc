@@ -88,7 +88,7 @@ TensorArg GetTensor(Napi::Env env, const std::string& op, Napi::Value v, const s
 TensorArg GetTensor(Napi::Env env, const std::string& op, Napi::Value v, const std::string& name, size_t rank,
                     std::initializer_list<DType> allowed) {
   TensorArg t = GetTensor(env, op, v, name);
-  if (t.rank() != rank) {
+  if (rank != kAnyRank && t.rank() != rank) {
     ThrowInvalid(env, op, name, "a " + std::to_string(rank) + "-D tensor", std::to_string(t.rank()) + "-D");
   }
   if (allowed.size() != 0) {

@@ -142,7 +142,7 @@ struct Dispatch {
   void cuda_result(int err) { CheckCuda(env, op, err); }
 };
 
-void Touch(cudaStream_t stream, std::initializer_list<const TensorArg*> ts) {
+[[maybe_unused]] void Touch(cudaStream_t stream, std::initializer_list<const TensorArg*> ts) {
   for (const TensorArg* t : ts) t->buffer->set_stream(stream);
 }
 
@@ -216,8 +216,8 @@ Napi::Value Pool1d(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   const std::string op = "snapkv.pool";
   Napi::Object o = GetOptions(env, op, info[2]);
-  TensorArg in = GetTensor(env, op, info[0], "votes", 0, {});
-  TensorArg out = GetTensor(env, op, info[1], "out", 0, {});
+  TensorArg in = GetTensor(env, op, info[0], "votes", kAnyRank, {});
+  TensorArg out = GetTensor(env, op, info[1], "out", kAnyRank, {});
   (void)0;
   int device = SameDevice(env, op, {&in, &out});
   cudaStream_t stream = GetStream(env, op, info[3]);
@@ -229,8 +229,8 @@ Napi::Value Pool1d(const Napi::CallbackInfo& info) {
   int64_t kernel = GetInt(env, op, o.Get("kernel"), "kernel", 1, 1 << 20);
   if (kernel % 2 == 0) ThrowInvalid(env, op, "kernel", "an odd integer", std::to_string(kernel));
   int64_t kind = GetInt(env, op, o.Get("kind"), "kind", 0, 1);
-  int64_t batch = in.shape[0];
-  int64_t rpb = batch == 0 ? 1 : R / batch;
+  int64_t batch = in.rank() == 1 ? 1 : in.shape[0];
+  int64_t rpb = in.rank() == 1 ? 1 : (batch == 0 ? 1 : R / batch);
   Lengths lens(env, op, o.Get("lengths"), "lengths", batch, 0, M, device, stream);
   PoolParams p{static_cast<const float*>(in.data), static_cast<float*>(out.data), R, M, static_cast<int32_t>(kernel),
                static_cast<PoolKind>(kind), lens.ptr(), rpb == 0 ? 1 : rpb};
@@ -253,8 +253,8 @@ Napi::Value Topk(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   const std::string op = "topk";
   Napi::Object o = GetOptions(env, op, info[2]);
-  TensorArg in = GetTensor(env, op, info[0], "scores", 0, {});
-  TensorArg out = GetTensor(env, op, info[1], "out", 0, {});
+  TensorArg in = GetTensor(env, op, info[0], "scores", kAnyRank, {});
+  TensorArg out = GetTensor(env, op, info[1], "out", kAnyRank, {});
   int device = SameDevice(env, op, {&in, &out});
   cudaStream_t stream = GetStream(env, op, info[3]);
   if (in.dtype != DType::F32 || in.rank() < 1) ThrowInvalid(env, op, "scores", "an f32 tensor of rank >= 1", dtype_name(in.dtype));
@@ -339,7 +339,7 @@ Napi::Value FillWindow(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   const std::string op = "fillWindow";
   Napi::Object o = GetOptions(env, op, info[1]);
-  TensorArg pos = GetTensor(env, op, info[0], "positions", 0, {DType::I32});
+  TensorArg pos = GetTensor(env, op, info[0], "positions", kAnyRank, {DType::I32});
   cudaStream_t stream = GetStream(env, op, info[2]);
   int64_t stride = GetInt(env, op, o.Get("rowStride"), "rowStride", 1, int64_t{1} << 31);
   int64_t W = GetInt(env, op, o.Get("window"), "window", 0, stride);
@@ -393,8 +393,8 @@ Napi::Value ProtectScores(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   const std::string op = "protectScores";
   Napi::Object o = GetOptions(env, op, info[2]);
-  TensorArg in = GetTensor(env, op, info[0], "scores", 0, {DType::F32});
-  TensorArg out = GetTensor(env, op, info[1], "out", 0, {DType::F32});
+  TensorArg in = GetTensor(env, op, info[0], "scores", kAnyRank, {DType::F32});
+  TensorArg out = GetTensor(env, op, info[1], "out", kAnyRank, {DType::F32});
   int device = SameDevice(env, op, {&in, &out});
   cudaStream_t stream = GetStream(env, op, info[3]);
   if (in.rank() < 1 || out.shape != in.shape) ThrowInvalid(env, op, "out", "a tensor shaped like scores", ShapeText(out.shape));

@@ -127,6 +127,11 @@ export function evict(keys: Tensor, values: Tensor, positions: Tensor, options?:
   const p = checkTensor(op, 'positions', positions);
   const device = sameDevice(op, [k, v, p]);
   const stream = opStream(op, opts, device);
+  if (p.dtype !== 'i32') throw invalidText(op, 'positions.dtype', "'i32'", `'${p.dtype}'`);
+  const okRank3 = p.shape.length === 3 && p.shape[0] === dims.B && p.shape[1] > 0 && (p.shape[1] === 1 || p.shape[1] % dims.H === 0);
+  if (p.shape.length !== 1 && !okRank3) {
+    throw invalidText(op, 'positions', `an i32 tensor [k], [${dims.B}, 1, k] or [${dims.B}, ${dims.H}, k]`, `shape [${p.shape.join(', ')}]`);
+  }
   if (p.shape.length === 1) {
     // one selection for the whole layer: tile it over the batch (positions are small)
     const host = p.toArray() as Int32Array;

@@ -1,0 +1,554 @@
+// kvsift/cpp/cpu/attn_colsum.h: the blocked core shared by snapkv_scores.cc and keyformer.cc.
+// Both ops are "softmax of each query row over its causally visible keys, then column sums":
+// SnapKV reduces the G*W window rows of a KV head into votes, Keyformer adds the G*T step rows
+// into its running scores. Semantics: cuda/params.h (SnapkvScoresParams, AccumulateParams).
+//
+// Work unit: one (batch, KV head) "pair" against one tile of Tk keys. A tile of K is widened to
+// f32 and transposed once ([D][Tk], so the register kernel broadcasts q and streams keys), then
+// every row of the group is run against it. The softmax needs each row's max and sum over all
+// tiles before any column sum, hence two passes:
+//   pass 1  per (pair, tile): logits, per-row tile max m_t and sum s_t of exp(l - m_t); the
+//           exponentials are kept in a scratch store when it fits the budget below;
+//   combine per (pair, row): M = max_t m_t, S = sum_t s_t exp(m_t - M) in tile order, and the
+//           per-tile factor exp(m_t - M) / S;
+//   pass 2  per (pair, tile): p = e * factor (from the store, or the same logits recomputed),
+//           column sums over the rows, the group reduce, and the write.
+// A caller-supplied log-sum-exp replaces pass 1 and the combine: p = exp(l - lse) in one pass.
+// Task boundaries depend on the shapes only and every sum runs in a fixed order, so the result
+// is the same for any number of threads.
+//
+// Everything sits in an unnamed namespace on purpose: each of the two translation units gets a
+// private copy, and the target_clones resolvers below stay local to it (GCC's ifunc clones of an
+// inline function shared between objects are fragile).
+#pragma once
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <limits>
+#include <memory>
+#include <vector>
+
+#include "../../cuda/params.h"
+#include "../../cuda/philox.h"
+#include "half.h"
+#include "parallel.h"
+
+// The addon is built for baseline x86-64 (SSE2, no FMA). The hot functions get AVX-512 and
+// AVX2+FMA clones picked at load time where the toolchain has ifuncs; elsewhere they compile once
+// for whatever the build targets.
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
+#define KVSIFT_ATTN_CLONES \
+  __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+#define KVSIFT_ATTN_X86_CLONES 1
+#else
+#define KVSIFT_ATTN_CLONES
+#endif
+#if defined(__GNUC__)
+#define KVSIFT_ATTN_INLINE inline __attribute__((always_inline))
+#else
+#define KVSIFT_ATTN_INLINE inline
+#endif
+
+namespace kvsift::cpu {
+namespace {
+
+enum class ColsumKind { Snapkv, Accumulate };
+
+// Exponentials of a pair chunk are stored (no second matmul) while they fit this many bytes; a
+// pair larger than kStoreMaxPairBytes recomputes its logits in pass 2 instead.
+constexpr int64_t kStoreChunkBytes = int64_t{16} << 20;
+constexpr int64_t kStoreMaxPairBytes = int64_t{256} << 20;
+// Per-tile row partials and the f32 copy of Q of one chunk.
+constexpr int64_t kChunkBytes = int64_t{64} << 20;
+
+// One problem for the core. Rows of a pair (b, hkv) are r = g * Tq + t for the group's query
+// heads hq = hkv * G + g and the Tq queries t; query t sits at absolute position L - Tq + t.
+struct ColsumProblem {
+  ColsumKind kind;
+  View4 q, k;
+  DType dtype;
+  int32_t B, Hq, Hkv, Tq, N, D;
+  const int32_t* seq_lens;
+  const float* lse;  // [B, Hq, Tq] or nullptr (SnapKV only)
+  float scale, tau;  // logit = (q.k * scale + g) / tau
+  bool noise;        // g = philox_gumbel(seed, step, b * Hq + hq, t, j), else 0
+  uint64_t seed, step;
+  GroupReduce group_reduce;  // SnapKV
+  float* out;                // SnapKV: [B, Hout, N - Tq]; Accumulate: scores [B, Hkv, N]
+  // Scratch budgets (the defaults below); tests shrink them to reach the other paths.
+  int64_t store_chunk_bytes = kStoreChunkBytes;
+  int64_t store_max_pair_bytes = kStoreMaxPairBytes;
+  int64_t chunk_bytes = kChunkBytes;
+};
+
+// Rows per block when logits are recomputed into a small buffer (a multiple of every kRows).
+constexpr int64_t kRowBlock = 48;
+
+// exp(x) in f32 to about 2 ulp (Cephes' expf polynomial), written so loops over arrays
+// auto-vectorize: no libm call, the power of two built from the bits of the rounding constant.
+// x < -87 gives exactly 0 (masked keys, underflow), NaN stays NaN, x > 88 gives +inf.
+KVSIFT_ATTN_INLINE float exp_f32(float x) {
+  const float lo = -87.0f, hi = 88.0f;
+  float xc = x < lo ? lo : x;  // comparisons, not std::max: NaN must survive
+  xc = xc > hi ? hi : xc;
+  // 1.5 * 2^23: the sum's low mantissa bits hold round(x * log2(e)) as a two's-complement integer.
+  const float magic = 12582912.0f;
+  const float jf = xc * 1.44269504088896341f + magic;
+  const float n = jf - magic;
+  float r = xc - n * 0.693359375f;  // ln 2 split in two so n * hi-part is exact
+  r = r - n * -2.12194440e-4f;
+  float p = 1.9875691500e-4f;
+  p = p * r + 1.3981999507e-3f;
+  p = p * r + 8.3334519073e-3f;
+  p = p * r + 4.1665795894e-2f;
+  p = p * r + 1.6666665459e-1f;
+  p = p * r + 5.0000001201e-1f;
+  const float y = p * (r * r) + r + 1.0f;
+  uint32_t jb;
+  std::memcpy(&jb, &jf, 4);
+  const uint32_t sb = (jb << 23) + 0x3f800000u;  // 2^n: n into the exponent field
+  float s;
+  std::memcpy(&s, &sb, 4);
+  const float e = y * s;
+  return x < lo ? 0.0f : (x > hi ? std::numeric_limits<float>::infinity() : e);
+}
+
+// A register block of RB rows x KB keys: acc[r][c] = sum_d q[r][d] * kt[d][c], d ascending.
+// Every (r, c) accumulates on its own in the same order, whatever block it falls in.
+template <int RB, int KB>
+KVSIFT_ATTN_INLINE void micro_logits(const float* q, int64_t D, const float* kt, int64_t ldk,
+                                     int64_t ncols, float* dst, int64_t ldd) {
+  for (int64_t c0 = 0; c0 < ncols; c0 += KB) {
+    float acc[RB][KB];
+    for (int r = 0; r < RB; ++r)
+      for (int c = 0; c < KB; ++c) acc[r][c] = 0.0f;
+    const float* kp = kt + c0;
+    for (int64_t d = 0; d < D; ++d, kp += ldk) {
+      for (int r = 0; r < RB; ++r) {
+        const float qv = q[r * D + d];
+        for (int c = 0; c < KB; ++c) acc[r][c] += qv * kp[c];
+      }
+    }
+    for (int r = 0; r < RB; ++r)
+      for (int c = 0; c < KB; ++c) dst[r * ldd + c0 + c] = acc[r][c];
+  }
+}
+
+// Maximum of x[0, n), NaN ignored (a NaN logit still poisons the row through its sum).
+KVSIFT_ATTN_INLINE float row_max(const float* x, int64_t n) {
+  constexpr int kL = 16;
+  float mm[kL];
+  for (int l = 0; l < kL; ++l) mm[l] = -std::numeric_limits<float>::infinity();
+  int64_t c = 0;
+  for (; c + kL <= n; c += kL)
+    for (int l = 0; l < kL; ++l) mm[l] = x[c + l] > mm[l] ? x[c + l] : mm[l];
+  for (; c < n; ++c) mm[0] = x[c] > mm[0] ? x[c] : mm[0];
+  float m = mm[0];
+  for (int l = 1; l < kL; ++l) m = mm[l] > m ? mm[l] : m;
+  return m;
+}
+
+// x[c] = exp(x[c] - m) for c < n; returns their sum (16 lanes, then a fixed tree).
+KVSIFT_ATTN_INLINE float exp_shift_sum(float* x, int64_t n, float m) {
+  constexpr int kL = 16;
+  float acc[kL];
+  for (int l = 0; l < kL; ++l) acc[l] = 0.0f;
+  int64_t c = 0;
+  for (; c + kL <= n; c += kL)
+    for (int l = 0; l < kL; ++l) {
+      const float e = exp_f32(x[c + l] - m);
+      x[c + l] = e;
+      acc[l] += e;
+    }
+  for (; c < n; ++c) {
+    const float e = exp_f32(x[c] - m);
+    x[c] = e;
+    acc[0] += e;
+  }
+  for (int w = kL / 2; w > 0; w /= 2)
+    for (int l = 0; l < w; ++l) acc[l] += acc[l + w];
+  return acc[0];
+}
+
+template <typename T>
+KVSIFT_ATTN_INLINE float widen(const T* p, int64_t i, DType t) {
+  if constexpr (sizeof(T) == 4) {
+    return p[i];
+  } else {
+    return t == DType::F16 ? f16_to_f32(p[i]) : bf16_to_f32(p[i]);
+  }
+}
+
+// Everything a task needs, fixed for one chunk of pairs.
+struct ColsumCtx {
+  const ColsumProblem* P;
+  int64_t G, R, Tq, D, N, Tk, ntiles;
+  int64_t pair0;    // first pair of the chunk (pair = b * Hkv + hkv)
+  const float* qf;  // [chunk pairs, R, D] f32
+  float* part_m;    // [chunk pairs, ntiles, R]: tile max, or nullptr with lse
+  float* part_s;    // same: tile sum, then (after the combine) the tile's factor
+  float* store;     // [chunk pairs, ntiles, R, Tk] exponentials, or nullptr (recompute)
+  bool wide;        // 8 x 32 register blocks (AVX-512 has the registers), else 6 x 16
+};
+
+struct PairInfo {
+  int64_t b, hkv, L, local;
+};
+
+inline PairInfo pair_info(const ColsumCtx& X, int64_t local) {
+  const ColsumProblem& P = *X.P;
+  PairInfo pi;
+  pi.local = local;
+  const int64_t pair = X.pair0 + local;
+  pi.b = pair / P.Hkv;
+  pi.hkv = pair % P.Hkv;
+  int64_t L = P.seq_lens != nullptr ? P.seq_lens[pi.b] : P.N;
+  pi.L = std::min<int64_t>(std::max<int64_t>(L, 0), P.N);
+  return pi;
+}
+
+// Keys of tile [j0, j0 + n) row r can see: it sits at L - Tq + t and sees j <= that.
+inline int64_t visible(const ColsumCtx& X, const PairInfo& pi, int64_t r, int64_t j0, int64_t n) {
+  const int64_t pos = pi.L - X.Tq + (r % X.Tq);
+  return std::min<int64_t>(std::max<int64_t>(pos - j0 + 1, 0), n);
+}
+
+// kt[d * Tk + c] = k[b, hkv, j0 + c, d] as f32 for c < n, zero up to the next multiple of 32.
+template <typename T>
+KVSIFT_ATTN_INLINE void pack_keys_t(const ColsumCtx& X, const PairInfo& pi, int64_t j0, int64_t n,
+                                    float* kt) {
+  const ColsumProblem& P = *X.P;
+  const T* base = static_cast<const T*>(P.k.data) + pi.b * P.k.sB + pi.hkv * P.k.sH;
+  const int64_t D = X.D, Tk = X.Tk;
+  // Eight keys at a time so each d writes a run of eight contiguous floats.
+  int64_t c = 0;
+  for (; c + 8 <= n; c += 8) {
+    const T* src[8];
+    for (int i = 0; i < 8; ++i) src[i] = base + (j0 + c + i) * P.k.sS;
+    for (int64_t d = 0; d < D; ++d) {
+      float* o = kt + d * Tk + c;
+      for (int i = 0; i < 8; ++i) o[i] = widen(src[i], d, P.dtype);
+    }
+  }
+  for (; c < n; ++c) {
+    const T* src = base + (j0 + c) * P.k.sS;
+    for (int64_t d = 0; d < D; ++d) kt[d * Tk + c] = widen(src, d, P.dtype);
+  }
+  const int64_t padded = std::min<int64_t>((n + 31) / 32 * 32, Tk);
+  for (int64_t d = 0; d < D; ++d)
+    for (int64_t cc = n; cc < padded; ++cc) kt[d * Tk + cc] = 0.0f;
+}
+
+KVSIFT_ATTN_INLINE void pack_keys(const ColsumCtx& X, const PairInfo& pi, int64_t j0, int64_t n,
+                                  float* kt) {
+  if (X.P->dtype == DType::F32)
+    pack_keys_t<float>(X, pi, j0, n, kt);
+  else
+    pack_keys_t<uint16_t>(X, pi, j0, n, kt);
+}
+
+// A block of `rows` <= RB rows: the row count becomes a template argument so the accumulators
+// of the short tail block (R not a multiple of RB) stay in registers too.
+template <int RB, int KB>
+KVSIFT_ATTN_INLINE void micro_logits_rows(int64_t rows, const float* q, int64_t D, const float* kt,
+                                          int64_t ldk, int64_t ncols, float* dst, int64_t ldd) {
+  if (rows == RB) {
+    micro_logits<RB, KB>(q, D, kt, ldk, ncols, dst, ldd);
+  } else if constexpr (RB > 1) {
+    micro_logits_rows<RB - 1, KB>(rows, q, D, kt, ldk, ncols, dst, ldd);
+  }
+}
+
+template <int RB, int KB>
+KVSIFT_ATTN_INLINE void rows_logits_rb(const ColsumCtx& X, const PairInfo& pi, int64_t j0,
+                                       int64_t n, const float* kt, int64_t r0, int64_t r1,
+                                       float* dst) {
+  const float* q = X.qf + pi.local * X.R * X.D;
+  for (int64_t rb = r0; rb < r1; rb += RB) {
+    const int64_t rows = std::min<int64_t>(RB, r1 - rb);
+    int64_t nv = 0;
+    for (int64_t r = rb; r < rb + rows; ++r) nv = std::max(nv, visible(X, pi, r, j0, n));
+    if (nv == 0) continue;  // the whole block is causally masked in this tile
+    const int64_t ncols = (nv + KB - 1) / KB * KB;
+    const float* qr = q + rb * X.D;
+    float* d = dst + (rb - r0) * X.Tk;
+    micro_logits_rows<RB, KB>(rows, qr, X.D, kt, X.Tk, ncols, d, X.Tk);
+  }
+}
+
+// Rows [r0, r1) of pair pi against the packed tile [j0, j0 + n): dst row (r - r0) gets
+// e[c] = exp(l[c] - m_r) for its visible keys c (entries past them are left as they are).
+// With mref == nullptr m_r is the row's max over the tile and (m_r, sum of e) go to
+// m_out / s_out (-inf, 0 for a row that sees none of the tile); otherwise m_r = mref[r].
+KVSIFT_ATTN_INLINE void rows_exp(const ColsumCtx& X, const PairInfo& pi, int64_t j0, int64_t n,
+                                 const float* kt, int64_t r0, int64_t r1, float* dst,
+                                 const float* mref, float* m_out, float* s_out) {
+  const ColsumProblem& P = *X.P;
+  if (X.wide)
+    rows_logits_rb<8, 32>(X, pi, j0, n, kt, r0, r1, dst);
+  else
+    rows_logits_rb<6, 16>(X, pi, j0, n, kt, r0, r1, dst);
+  const float scale = P.scale, tau = P.tau;
+  for (int64_t r = r0; r < r1; ++r) {
+    const int64_t nv = visible(X, pi, r, j0, n);
+    float* x = dst + (r - r0) * X.Tk;
+    if (nv == 0) {
+      if (mref == nullptr) {
+        m_out[r] = -std::numeric_limits<float>::infinity();
+        s_out[r] = 0.0f;
+      }
+      continue;
+    }
+    if (P.noise) {
+      const int64_t g = r / X.Tq, t = r % X.Tq;
+      const uint32_t bh = static_cast<uint32_t>(pi.b * P.Hq + pi.hkv * X.G + g);
+      for (int64_t c = 0; c < nv; ++c)
+        x[c] = (x[c] * scale + philox_gumbel(P.seed, P.step, bh, static_cast<uint32_t>(t),
+                                             static_cast<uint32_t>(j0 + c))) /
+               tau;
+    } else {
+      for (int64_t c = 0; c < nv; ++c) x[c] = x[c] * scale / tau;
+    }
+    if (mref == nullptr) {
+      const float m = row_max(x, nv);
+      m_out[r] = m;
+      s_out[r] = exp_shift_sum(x, nv, m);
+    } else {
+      exp_shift_sum(x, nv, mref[r]);
+    }
+  }
+}
+
+// Scratch of one parallel_for chunk, reused across its tasks.
+struct ColsumScratch {
+  std::vector<float> kt, rows, acc;
+  explicit ColsumScratch(const ColsumCtx& X, bool need_rows, bool need_acc) {
+    kt.resize(static_cast<size_t>(X.D * X.Tk));
+    if (need_rows) rows.resize(static_cast<size_t>(kRowBlock * X.Tk));
+    if (need_acc) acc.resize(static_cast<size_t>((X.G + 1) * X.Tk));
+  }
+};
+
+KVSIFT_ATTN_CLONES
+void colsum_pass1(const ColsumCtx& X, int64_t task0, int64_t task1) {
+  ColsumScratch S(X, X.store == nullptr, false);
+  for (int64_t task = task0; task < task1; ++task) {
+    const PairInfo pi = pair_info(X, task / X.ntiles);
+    const int64_t tile = task % X.ntiles;
+    const int64_t j0 = tile * X.Tk;
+    const int64_t slot = pi.local * X.ntiles + tile;
+    float* m_out = X.part_m + slot * X.R;
+    float* s_out = X.part_s + slot * X.R;
+    const int64_t n = std::min<int64_t>(X.Tk, pi.L - j0);
+    if (n <= 0) {  // past the row's real tokens: nobody sees this tile
+      std::fill(m_out, m_out + X.R, -std::numeric_limits<float>::infinity());
+      std::fill(s_out, s_out + X.R, 0.0f);
+      continue;
+    }
+    pack_keys(X, pi, j0, n, S.kt.data());
+    if (X.store != nullptr) {
+      rows_exp(X, pi, j0, n, S.kt.data(), 0, X.R, X.store + slot * X.R * X.Tk, nullptr, m_out,
+               s_out);
+    } else {
+      for (int64_t r0 = 0; r0 < X.R; r0 += kRowBlock)
+        rows_exp(X, pi, j0, n, S.kt.data(), r0, std::min(X.R, r0 + kRowBlock), S.rows.data(),
+                 nullptr, m_out, s_out);
+    }
+  }
+}
+
+// Per (pair, row): the tile partials become the factors exp(m_t - M) / S, in tile order.
+inline void colsum_combine(const ColsumCtx& X, int64_t i0, int64_t i1) {
+  const float ninf = -std::numeric_limits<float>::infinity();
+  for (int64_t i = i0; i < i1; ++i) {
+    const int64_t local = i / X.R, r = i % X.R;
+    float* m = X.part_m + local * X.ntiles * X.R + r;
+    float* s = X.part_s + local * X.ntiles * X.R + r;
+    float M = ninf;
+    for (int64_t t = 0; t < X.ntiles; ++t) M = m[t * X.R] > M ? m[t * X.R] : M;
+    if (M == ninf) {  // the row sees no key at all (a query before the sequence start)
+      for (int64_t t = 0; t < X.ntiles; ++t) s[t * X.R] = 0.0f;
+      continue;
+    }
+    float sum = 0.0f;
+    for (int64_t t = 0; t < X.ntiles; ++t)
+      if (m[t * X.R] != ninf) sum += s[t * X.R] * std::exp(m[t * X.R] - M);
+    for (int64_t t = 0; t < X.ntiles; ++t)
+      s[t * X.R] = m[t * X.R] == ninf ? 0.0f : std::exp(m[t * X.R] - M) / sum;
+  }
+}
+
+KVSIFT_ATTN_CLONES
+void colsum_pass2(const ColsumCtx& X, int64_t task0, int64_t task1) {
+  const ColsumProblem& P = *X.P;
+  const bool snap = P.kind == ColsumKind::Snapkv;
+  const bool recompute = X.store == nullptr;
+  ColsumScratch S(X, recompute, true);
+  std::vector<float> mref;
+  if (recompute) mref.resize(static_cast<size_t>(X.R));
+  for (int64_t task = task0; task < task1; ++task) {
+    const PairInfo pi = pair_info(X, task / X.ntiles);
+    const int64_t tile = task % X.ntiles;
+    const int64_t j0 = tile * X.Tk;
+    const int64_t slot = pi.local * X.ntiles + tile;
+    // Columns this task owns in the output, and how many of them get votes / scores.
+    const int64_t out_len = snap ? P.N - X.Tq : P.N;
+    const int64_t own = std::min<int64_t>(X.Tk, out_len - j0);
+    if (own <= 0) continue;
+    const int64_t vote_end = snap ? pi.L - X.Tq : pi.L;
+    const int64_t nvote = std::min<int64_t>(std::max<int64_t>(vote_end - j0, 0), own);
+    // SnapKV sums each head's rows first and reduces the heads after; Keyformer sums every row.
+    const int64_t nacc = snap ? X.G : 1;
+    float* acc = S.acc.data();
+    std::fill(acc, acc + nacc * X.Tk, 0.0f);
+    if (nvote > 0) {
+      const float* factor = P.lse != nullptr ? nullptr : X.part_s + slot * X.R;
+      // Adds row r's probabilities (e times its factor) into its head's (or the one) accumulator.
+      auto add_row = [&](int64_t r, const float* e) {
+        const int64_t nsum = std::min(visible(X, pi, r, j0, nvote), nvote);
+        const float f = factor != nullptr ? factor[r] : 1.0f;
+        if (nsum == 0 || f == 0.0f) return;
+        float* a = acc + (nacc == 1 ? 0 : r / X.Tq) * X.Tk;
+        for (int64_t c = 0; c < nsum; ++c) a[c] += f * e[c];
+      };
+      if (!recompute) {
+        const float* e = X.store + slot * X.R * X.Tk;
+        for (int64_t r = 0; r < X.R; ++r) add_row(r, e + r * X.Tk);
+      } else {
+        pack_keys(X, pi, j0, nvote, S.kt.data());
+        for (int64_t r = 0; r < X.R; ++r) {
+          if (P.lse != nullptr) {
+            const int64_t hq = pi.hkv * X.G + r / X.Tq;
+            mref[r] = P.lse[(pi.b * P.Hq + hq) * X.Tq + r % X.Tq];
+          } else {
+            mref[r] = X.part_m[slot * X.R + r];
+          }
+        }
+        for (int64_t r0 = 0; r0 < X.R; r0 += kRowBlock) {
+          const int64_t r1 = std::min(X.R, r0 + kRowBlock);
+          rows_exp(X, pi, j0, nvote, S.kt.data(), r0, r1, S.rows.data(), mref.data(), nullptr,
+                   nullptr);
+          for (int64_t r = r0; r < r1; ++r) add_row(r, S.rows.data() + (r - r0) * X.Tk);
+        }
+      }
+    }
+    if (snap) {
+      const int64_t Nout = P.N - X.Tq;
+      if (P.group_reduce == GroupReduce::None) {
+        for (int64_t g = 0; g < X.G; ++g) {
+          float* o = P.out + (pi.b * P.Hq + pi.hkv * X.G + g) * Nout + j0;
+          std::copy(acc + g * X.Tk, acc + g * X.Tk + nvote, o);
+          std::fill(o + nvote, o + own, 0.0f);
+        }
+      } else {
+        float* o = P.out + (pi.b * P.Hkv + pi.hkv) * Nout + j0;
+        if (P.group_reduce == GroupReduce::Max) {
+          // NaN wins, as torch's max does
+          for (int64_t c = 0; c < nvote; ++c) {
+            float v = acc[c];
+            for (int64_t g = 1; g < X.G; ++g) {
+              const float w = acc[g * X.Tk + c];
+              v = (w > v || w != w) ? w : v;
+            }
+            o[c] = v;
+          }
+        } else {
+          const float div = P.group_reduce == GroupReduce::Mean ? static_cast<float>(X.G) : 1.0f;
+          for (int64_t c = 0; c < nvote; ++c) {
+            float v = acc[c];
+            for (int64_t g = 1; g < X.G; ++g) v += acc[g * X.Tk + c];
+            o[c] = v / div;
+          }
+        }
+        std::fill(o + nvote, o + own, 0.0f);
+      }
+    } else {
+      float* o = P.out + (pi.b * P.Hkv + pi.hkv) * P.N + j0;
+      for (int64_t c = 0; c < nvote; ++c) o[c] += acc[c];
+    }
+  }
+}
+
+// Keys per tile: the packed [D][Tk] f32 tile stays around 64 KB (L2-resident, one register
+// block's column strip of it in L1), a multiple of 32 (the widest register block).
+inline int64_t tile_keys(int64_t D) {
+  const int64_t t = (16384 / std::max<int64_t>(D, 1)) / 32 * 32;
+  return std::min<int64_t>(256, std::max<int64_t>(64, t));
+}
+
+inline bool cpu_has_avx512() {
+#if defined(KVSIFT_ATTN_X86_CLONES)
+  static const bool has = __builtin_cpu_supports("avx512f");
+  return has;
+#else
+  return false;
+#endif
+}
+
+inline void attn_colsum(const ColsumProblem& P) {
+  if (P.B <= 0 || P.Hkv <= 0 || P.Hq <= 0 || P.Tq <= 0 || P.N <= 0 || P.D <= 0) return;
+  if (P.kind == ColsumKind::Snapkv && P.N - P.Tq <= 0) return;
+  const int64_t G = P.Hq / P.Hkv;
+  const int64_t R = G * P.Tq, D = P.D, N = P.N;
+  const int64_t Tk = tile_keys(D);
+  const int64_t ntiles = (N + Tk - 1) / Tk;
+  const int64_t pairs = static_cast<int64_t>(P.B) * P.Hkv;
+  const bool use_lse = P.kind == ColsumKind::Snapkv && P.lse != nullptr;
+
+  const int64_t store_pair = R * ntiles * Tk * 4;
+  const bool stored = !use_lse && store_pair <= P.store_max_pair_bytes;
+  const int64_t side_pair = R * D * 4 + (use_lse ? 0 : R * ntiles * 8);
+  int64_t chunk = std::max<int64_t>(1, P.chunk_bytes / std::max<int64_t>(side_pair, 1));
+  if (stored) chunk = std::min(chunk, std::max<int64_t>(1, P.store_chunk_bytes / store_pair));
+  chunk = std::min(chunk, pairs);
+
+  // Not value-initialized: every entry is written before it is read, and zeroing megabytes of
+  // scratch on every call would cost about as much as a tile pass.
+  auto buffer = [](int64_t n) { return std::unique_ptr<float[]>(new float[static_cast<size_t>(n)]); };
+  std::unique_ptr<float[]> qf = buffer(chunk * R * D), part_m, part_s, store;
+  if (!use_lse) {
+    part_m = buffer(chunk * ntiles * R);
+    part_s = buffer(chunk * ntiles * R);
+  }
+  if (stored) store = buffer(chunk * ntiles * R * Tk);
+
+  ColsumCtx X;
+  X.P = &P;
+  X.G = G;
+  X.R = R;
+  X.Tq = P.Tq;
+  X.D = D;
+  X.N = N;
+  X.Tk = Tk;
+  X.ntiles = ntiles;
+  X.qf = qf.get();
+  X.part_m = part_m.get();
+  X.part_s = part_s.get();
+  X.store = store.get();
+  X.wide = cpu_has_avx512();
+
+  for (int64_t p0 = 0; p0 < pairs; p0 += chunk) {
+    const int64_t np = std::min(chunk, pairs - p0);
+    X.pair0 = p0;
+    // Q of the chunk as contiguous f32 rows, r = g * Tq + t.
+    float* qdst = qf.get();
+    parallel_for(np * R, std::max<int64_t>(1, 4096 / D), [&](int64_t i0, int64_t i1) {
+      for (int64_t i = i0; i < i1; ++i) {
+        const int64_t pair = p0 + i / R, r = i % R;
+        const int64_t b = pair / P.Hkv, hq = (pair % P.Hkv) * G + r / P.Tq, t = r % P.Tq;
+        const int64_t off = b * P.q.sB + hq * P.q.sH + t * P.q.sS;
+        for (int64_t d = 0; d < D; ++d) qdst[i * D + d] = load_as_f32(P.q.data, off + d, P.dtype);
+      }
+    });
+    const int64_t tasks = np * ntiles;
+    if (!use_lse) {
+      parallel_for(tasks, 1, [&](int64_t a, int64_t b) { colsum_pass1(X, a, b); });
+      parallel_for(np * R, 64, [&](int64_t a, int64_t b) { colsum_combine(X, a, b); });
+    }
+    parallel_for(tasks, 1, [&](int64_t a, int64_t b) { colsum_pass2(X, a, b); });
+  }
+}
+
+}  // namespace
+}  // namespace kvsift::cpu
