@@ -37,7 +37,7 @@ Napi::Value BuildInfo(const Napi::CallbackInfo& info) {
   size_t start = 0;
   uint32_t i = 0;
   while (start <= list.size()) {
-    size_t end = list.find(';', start);
+    size_t end = list.find(',', start);
     if (end == std::string::npos) end = list.size();
     if (end > start) archs.Set(i++, list.substr(start, end - start));
     start = end + 1;
