@@ -28,7 +28,7 @@ KVSIFT_HD uint32_t philox_mulhilo(uint32_t a, uint32_t b, uint32_t* hi) {
 KVSIFT_HD Philox4 philox4x32_10(Philox4 c, uint32_t k0, uint32_t k1) {
   const uint32_t M0 = 0xD2511F53u, M1 = 0xCD9E8D57u;
   const uint32_t W0 = 0x9E3779B9u, W1 = 0xBB67AE85u;
-#if defined(__CUDACC__)
+#if defined(__CUDA_ARCH__)
 #pragma unroll
 #endif
   for (int round = 0; round < 10; ++round) {
