@@ -12,8 +12,14 @@ function load(): Binding {
   let binding: Binding;
   try {
     // eslint-disable-next-line @typescript-eslint/no-require-imports
-    const nodeGypBuild = require('node-gyp-build') as (dir: string) => unknown;
-    binding = nodeGypBuild(root) as Binding;
+    // KVSIFT_ADDON_PATH picks one build explicitly (CI tests its C++-only and sanitizer builds so)
+    const explicit = process.env.KVSIFT_ADDON_PATH;
+    if (explicit) {
+      binding = require(path.resolve(explicit)) as Binding;
+    } else {
+      const nodeGypBuild = require('node-gyp-build') as (dir: string) => unknown;
+      binding = nodeGypBuild(root) as Binding;
+    }
   } catch (e) {
     const reason = e instanceof Error ? e.message : String(e);
     throw new KvsiftError(

@@ -37,7 +37,9 @@
 // The addon is built for baseline x86-64 (SSE2, no FMA). The hot functions get AVX-512 and
 // AVX2+FMA clones picked at load time where the toolchain has ifuncs; elsewhere they compile once
 // for whatever the build targets.
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
+// KVSIFT_ATTN_PORTABLE (tests only) compiles the plain C++ path that other compilers get.
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__) && \
+    !defined(KVSIFT_ATTN_PORTABLE)
 #define KVSIFT_ATTN_CLONES \
   __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
 #define KVSIFT_ATTN_X86_CLONES 1
@@ -55,9 +57,10 @@ namespace {
 
 enum class ColsumKind { Snapkv, Accumulate };
 
-// Exponentials of a pair chunk are stored (no second matmul) while they fit this many bytes; a
-// pair larger than kStoreMaxPairBytes recomputes its logits in pass 2 instead.
-constexpr int64_t kStoreChunkBytes = int64_t{16} << 20;
+// Exponentials of a pair chunk are stored (no second matmul) while they fit this many bytes (a
+// few MB: pass 2 reads them back from L2/L3, not DRAM); a pair larger than kStoreMaxPairBytes
+// recomputes its logits in pass 2 instead.
+constexpr int64_t kStoreChunkBytes = int64_t{4} << 20;
 constexpr int64_t kStoreMaxPairBytes = int64_t{256} << 20;
 // Per-tile row partials and the f32 copy of Q of one chunk.
 constexpr int64_t kChunkBytes = int64_t{64} << 20;
@@ -82,7 +85,8 @@ struct ColsumProblem {
   int64_t chunk_bytes = kChunkBytes;
 };
 
-// Rows per block when logits are recomputed into a small buffer (a multiple of every kRows).
+// Rows per block when logits are recomputed into a small buffer: a multiple of every register
+// block's row count (8, 6, 3, 4), so rows group into register blocks as in the stored path.
 constexpr int64_t kRowBlock = 48;
 
 // exp(x) in f32 to about 2 ulp (Cephes' expf polynomial), written so loops over arrays
@@ -115,8 +119,40 @@ KVSIFT_ATTN_INLINE float exp_f32(float x) {
 }
 
 // A register block of RB rows x KB keys: acc[r][c] = sum_d q[r][d] * kt[d][c], d ascending.
-// Every (r, c) accumulates on its own in the same order, whatever block it falls in.
-template <int RB, int KB>
+// Every (r, c) accumulates on its own in the same order, whatever block it falls in. With GCC /
+// Clang vector types the accumulators are NV explicit vectors per row: the auto-vectorizer
+// handles a plain [RB][KB] array well for some shapes and spills it for others.
+#if defined(__GNUC__) && !defined(KVSIFT_ATTN_PORTABLE)
+#define KVSIFT_ATTN_VECTOR_TYPES 1
+typedef float AttnVec4 __attribute__((vector_size(16)));
+typedef float AttnVec8 __attribute__((vector_size(32)));
+typedef float AttnVec16 __attribute__((vector_size(64)));
+
+template <int RB, int KB, typename V>
+KVSIFT_ATTN_INLINE void micro_logits(const float* q, int64_t D, const float* kt, int64_t ldk,
+                                     int64_t ncols, float* dst, int64_t ldd) {
+  constexpr int VL = static_cast<int>(sizeof(V) / sizeof(float));
+  constexpr int NV = KB / VL;
+  static_assert(NV * VL == KB, "KB must be a multiple of the vector length");
+  for (int64_t c0 = 0; c0 < ncols; c0 += KB) {
+    V acc[RB][NV];
+    for (int r = 0; r < RB; ++r)
+      for (int v = 0; v < NV; ++v) acc[r][v] = V{};
+    const float* kp = kt + c0;
+    for (int64_t d = 0; d < D; ++d, kp += ldk) {
+      V k[NV];
+      for (int v = 0; v < NV; ++v) std::memcpy(&k[v], kp + v * VL, sizeof(V));
+      for (int r = 0; r < RB; ++r) {
+        const float qv = q[r * D + d];
+        for (int v = 0; v < NV; ++v) acc[r][v] += qv * k[v];
+      }
+    }
+    for (int r = 0; r < RB; ++r)
+      for (int v = 0; v < NV; ++v) std::memcpy(dst + r * ldd + c0 + v * VL, &acc[r][v], sizeof(V));
+  }
+}
+#else
+template <int RB, int KB, typename V>
 KVSIFT_ATTN_INLINE void micro_logits(const float* q, int64_t D, const float* kt, int64_t ldk,
                                      int64_t ncols, float* dst, int64_t ldd) {
   for (int64_t c0 = 0; c0 < ncols; c0 += KB) {
@@ -134,18 +170,29 @@ KVSIFT_ATTN_INLINE void micro_logits(const float* q, int64_t D, const float* kt,
       for (int c = 0; c < KB; ++c) dst[r * ldd + c0 + c] = acc[r][c];
   }
 }
+#endif
 
 // Maximum of x[0, n), NaN ignored (a NaN logit still poisons the row through its sum).
 KVSIFT_ATTN_INLINE float row_max(const float* x, int64_t n) {
-  constexpr int kL = 16;
-  float mm[kL];
-  for (int l = 0; l < kL; ++l) mm[l] = -std::numeric_limits<float>::infinity();
+  const float ninf = -std::numeric_limits<float>::infinity();
+  float m = ninf;
   int64_t c = 0;
-  for (; c + kL <= n; c += kL)
-    for (int l = 0; l < kL; ++l) mm[l] = x[c + l] > mm[l] ? x[c + l] : mm[l];
-  for (; c < n; ++c) mm[0] = x[c] > mm[0] ? x[c] : mm[0];
-  float m = mm[0];
-  for (int l = 1; l < kL; ++l) m = mm[l] > m ? mm[l] : m;
+#if defined(KVSIFT_ATTN_VECTOR_TYPES) && !defined(__clang__)
+  // GCC leaves the scalar form of this loop scalar; its vector ?: becomes maxps.
+  AttnVec8 m0 = AttnVec8{} + ninf, m1 = m0;
+  for (; c + 16 <= n; c += 16) {
+    AttnVec8 u, v;
+    std::memcpy(&u, x + c, sizeof u);
+    std::memcpy(&v, x + c + 8, sizeof v);
+    m0 = u > m0 ? u : m0;
+    m1 = v > m1 ? v : m1;
+  }
+  for (int l = 0; l < 8; ++l) {
+    m = m0[l] > m ? m0[l] : m;
+    m = m1[l] > m ? m1[l] : m;
+  }
+#endif
+  for (; c < n; ++c) m = x[c] > m ? x[c] : m;
   return m;
 }
 
@@ -171,13 +218,24 @@ KVSIFT_ATTN_INLINE float exp_shift_sum(float* x, int64_t n, float m) {
   return acc[0];
 }
 
-template <typename T>
-KVSIFT_ATTN_INLINE float widen(const T* p, int64_t i, DType t) {
-  if constexpr (sizeof(T) == 4) {
-    return p[i];
-  } else {
-    return t == DType::F16 ? f16_to_f32(p[i]) : bf16_to_f32(p[i]);
-  }
+// The instruction set the running clone was built for, and so the register block that fits its
+// registers: AVX-512 8 rows x 2 zmm, AVX2+FMA 6 x 2 ymm, SSE2 3 x 4 xmm.
+enum class AttnIsa { Base, Avx2, Avx512 };
+
+inline AttnIsa detect_isa() {
+#if defined(KVSIFT_ATTN_X86_CLONES)
+  // The same tests the target_clones resolver makes, so the shape matches the clone that runs.
+  __builtin_cpu_init();
+  if (__builtin_cpu_supports("x86-64-v4")) return AttnIsa::Avx512;
+  if (__builtin_cpu_supports("x86-64-v3")) return AttnIsa::Avx2;
+  return AttnIsa::Base;
+#elif defined(__AVX512F__)
+  return AttnIsa::Avx512;
+#elif defined(__AVX2__) && defined(__FMA__)
+  return AttnIsa::Avx2;
+#else
+  return AttnIsa::Base;
+#endif
 }
 
 // Everything a task needs, fixed for one chunk of pairs.
@@ -189,7 +247,7 @@ struct ColsumCtx {
   float* part_m;    // [chunk pairs, ntiles, R]: tile max, or nullptr with lse
   float* part_s;    // same: tile sum, then (after the combine) the tile's factor
   float* store;     // [chunk pairs, ntiles, R, Tk] exponentials, or nullptr (recompute)
-  bool wide;        // 8 x 32 register blocks (AVX-512 has the registers), else 6 x 16
+  AttnIsa isa;      // picks the register block shape
 };
 
 struct PairInfo {
@@ -214,53 +272,106 @@ inline int64_t visible(const ColsumCtx& X, const PairInfo& pi, int64_t r, int64_
   return std::min<int64_t>(std::max<int64_t>(pos - j0 + 1, 0), n);
 }
 
+#if defined(KVSIFT_ATTN_VECTOR_TYPES)
+typedef int32_t AttnIdx8 __attribute__((vector_size(32)));
+
+// out = the lanes of (a, b) picked by I (0-7 from a, 8-15 from b). References, not values:
+// 32-byte vector arguments would change the ABI of the SSE2 build (and GCC says so).
+template <int I0, int I1, int I2, int I3, int I4, int I5, int I6, int I7>
+KVSIFT_ATTN_INLINE void shuffle8(const AttnVec8& a, const AttnVec8& b, AttnVec8& out) {
+#if defined(__clang__)
+  out = __builtin_shufflevector(a, b, I0, I1, I2, I3, I4, I5, I6, I7);
+#else
+  out = __builtin_shuffle(a, b, AttnIdx8{I0, I1, I2, I3, I4, I5, I6, I7});
+#endif
+}
+
+// The 8 x 8 block at rows[i] + d0 (i = key) written to dst[d * ld + i] (d = d0 .. d0 + 7):
+// unpack pairs, then pairs of pairs, then the two 128-bit halves.
+KVSIFT_ATTN_INLINE void transpose8x8(const float* const* rows, int64_t d0, float* dst, int64_t ld) {
+  AttnVec8 r[8], t[8], u[8];
+  for (int i = 0; i < 8; ++i) std::memcpy(&r[i], rows[i] + d0, sizeof(AttnVec8));
+  for (int i = 0; i < 8; i += 2) {
+    shuffle8<0, 8, 1, 9, 4, 12, 5, 13>(r[i], r[i + 1], t[i]);
+    shuffle8<2, 10, 3, 11, 6, 14, 7, 15>(r[i], r[i + 1], t[i + 1]);
+  }
+  for (int i = 0; i < 8; i += 4) {
+    shuffle8<0, 1, 8, 9, 4, 5, 12, 13>(t[i], t[i + 2], u[i]);
+    shuffle8<2, 3, 10, 11, 6, 7, 14, 15>(t[i], t[i + 2], u[i + 1]);
+    shuffle8<0, 1, 8, 9, 4, 5, 12, 13>(t[i + 1], t[i + 3], u[i + 2]);
+    shuffle8<2, 3, 10, 11, 6, 7, 14, 15>(t[i + 1], t[i + 3], u[i + 3]);
+  }
+  for (int i = 0; i < 4; ++i) {
+    AttnVec8 lo, hi;
+    shuffle8<0, 1, 2, 3, 8, 9, 10, 11>(u[i], u[i + 4], lo);
+    shuffle8<4, 5, 6, 7, 12, 13, 14, 15>(u[i], u[i + 4], hi);
+    std::memcpy(dst + i * ld, &lo, sizeof(AttnVec8));
+    std::memcpy(dst + (i + 4) * ld, &hi, sizeof(AttnVec8));
+  }
+}
+#endif
+
 // kt[d * Tk + c] = k[b, hkv, j0 + c, d] as f32 for c < n, zero up to the next multiple of 32.
-template <typename T>
-KVSIFT_ATTN_INLINE void pack_keys_t(const ColsumCtx& X, const PairInfo& pi, int64_t j0, int64_t n,
-                                    float* kt) {
+// Eight keys at a time: their rows are widened to f32 first (into tmp, [8][D]; f32 rows are read
+// in place), then transposed in 8 x 8 blocks.
+KVSIFT_ATTN_CLONES
+void pack_keys(const ColsumCtx& X, const PairInfo& pi, int64_t j0, int64_t n, float* kt,
+               float* tmp) {
   const ColsumProblem& P = *X.P;
-  const T* base = static_cast<const T*>(P.k.data) + pi.b * P.k.sB + pi.hkv * P.k.sH;
+  const int64_t es = dtype_size(P.dtype);
+  const char* base = static_cast<const char*>(P.k.data) + (pi.b * P.k.sB + pi.hkv * P.k.sH) * es;
   const int64_t D = X.D, Tk = X.Tk;
-  // Eight keys at a time so each d writes a run of eight contiguous floats.
+  auto key = [&](int64_t j) { return base + j * P.k.sS * es; };
   int64_t c = 0;
   for (; c + 8 <= n; c += 8) {
-    const T* src[8];
-    for (int i = 0; i < 8; ++i) src[i] = base + (j0 + c + i) * P.k.sS;
-    for (int64_t d = 0; d < D; ++d) {
-      float* o = kt + d * Tk + c;
-      for (int i = 0; i < 8; ++i) o[i] = widen(src[i], d, P.dtype);
+    const float* rows[8];
+    for (int i = 0; i < 8; ++i) {
+      const char* src = key(j0 + c + i);
+      float* w = tmp + i * D;
+      switch (P.dtype) {
+        case DType::F32: rows[i] = reinterpret_cast<const float*>(src); continue;
+        case DType::BF16: {
+          const uint16_t* h = reinterpret_cast<const uint16_t*>(src);
+          for (int64_t d = 0; d < D; ++d) w[d] = bf16_to_f32(h[d]);
+          break;
+        }
+        default: {
+          const uint16_t* h = reinterpret_cast<const uint16_t*>(src);
+          for (int64_t d = 0; d < D; ++d) w[d] = f16_to_f32(h[d]);
+          break;
+        }
+      }
+      rows[i] = w;
     }
+    int64_t d = 0;
+#if defined(KVSIFT_ATTN_VECTOR_TYPES)
+    for (; d + 8 <= D; d += 8) transpose8x8(rows, d, kt + d * Tk + c, Tk);
+#endif
+    for (; d < D; ++d)
+      for (int i = 0; i < 8; ++i) kt[d * Tk + c + i] = rows[i][d];
   }
   for (; c < n; ++c) {
-    const T* src = base + (j0 + c) * P.k.sS;
-    for (int64_t d = 0; d < D; ++d) kt[d * Tk + c] = widen(src, d, P.dtype);
+    const char* src = key(j0 + c);
+    for (int64_t d = 0; d < D; ++d) kt[d * Tk + c] = load_as_f32(src, d, P.dtype);
   }
   const int64_t padded = std::min<int64_t>((n + 31) / 32 * 32, Tk);
   for (int64_t d = 0; d < D; ++d)
     for (int64_t cc = n; cc < padded; ++cc) kt[d * Tk + cc] = 0.0f;
 }
 
-KVSIFT_ATTN_INLINE void pack_keys(const ColsumCtx& X, const PairInfo& pi, int64_t j0, int64_t n,
-                                  float* kt) {
-  if (X.P->dtype == DType::F32)
-    pack_keys_t<float>(X, pi, j0, n, kt);
-  else
-    pack_keys_t<uint16_t>(X, pi, j0, n, kt);
-}
-
 // A block of `rows` <= RB rows: the row count becomes a template argument so the accumulators
 // of the short tail block (R not a multiple of RB) stay in registers too.
-template <int RB, int KB>
+template <int RB, int KB, typename V>
 KVSIFT_ATTN_INLINE void micro_logits_rows(int64_t rows, const float* q, int64_t D, const float* kt,
                                           int64_t ldk, int64_t ncols, float* dst, int64_t ldd) {
   if (rows == RB) {
-    micro_logits<RB, KB>(q, D, kt, ldk, ncols, dst, ldd);
+    micro_logits<RB, KB, V>(q, D, kt, ldk, ncols, dst, ldd);
   } else if constexpr (RB > 1) {
-    micro_logits_rows<RB - 1, KB>(rows, q, D, kt, ldk, ncols, dst, ldd);
+    micro_logits_rows<RB - 1, KB, V>(rows, q, D, kt, ldk, ncols, dst, ldd);
   }
 }
 
-template <int RB, int KB>
+template <int RB, int KB, typename V>
 KVSIFT_ATTN_INLINE void rows_logits_rb(const ColsumCtx& X, const PairInfo& pi, int64_t j0,
                                        int64_t n, const float* kt, int64_t r0, int64_t r1,
                                        float* dst) {
@@ -271,24 +382,35 @@ KVSIFT_ATTN_INLINE void rows_logits_rb(const ColsumCtx& X, const PairInfo& pi, i
     for (int64_t r = rb; r < rb + rows; ++r) nv = std::max(nv, visible(X, pi, r, j0, n));
     if (nv == 0) continue;  // the whole block is causally masked in this tile
     const int64_t ncols = (nv + KB - 1) / KB * KB;
-    const float* qr = q + rb * X.D;
-    float* d = dst + (rb - r0) * X.Tk;
-    micro_logits_rows<RB, KB>(rows, qr, X.D, kt, X.Tk, ncols, d, X.Tk);
+    micro_logits_rows<RB, KB, V>(rows, q + rb * X.D, X.D, kt, X.Tk, ncols, dst + (rb - r0) * X.Tk,
+                                 X.Tk);
   }
 }
 
-// Rows [r0, r1) of pair pi against the packed tile [j0, j0 + n): dst row (r - r0) gets
-// e[c] = exp(l[c] - m_r) for its visible keys c (entries past them are left as they are).
-// With mref == nullptr m_r is the row's max over the tile and (m_r, sum of e) go to
-// m_out / s_out (-inf, 0 for a row that sees none of the tile); otherwise m_r = mref[r].
-KVSIFT_ATTN_INLINE void rows_exp(const ColsumCtx& X, const PairInfo& pi, int64_t j0, int64_t n,
-                                 const float* kt, int64_t r0, int64_t r1, float* dst,
-                                 const float* mref, float* m_out, float* s_out) {
+// Raw dot products q_r . k_j of rows [r0, r1) against the packed tile [j0, j0 + n) into dst
+// (row r at dst + (r - r0) * Tk), for each row's visible keys at least.
+KVSIFT_ATTN_CLONES
+void tile_logits(const ColsumCtx& X, const PairInfo& pi, int64_t j0, int64_t n, const float* kt,
+                 int64_t r0, int64_t r1, float* dst) {
+#if defined(KVSIFT_ATTN_VECTOR_TYPES)
+  switch (X.isa) {
+    case AttnIsa::Avx512: rows_logits_rb<8, 32, AttnVec16>(X, pi, j0, n, kt, r0, r1, dst); break;
+    case AttnIsa::Avx2: rows_logits_rb<6, 16, AttnVec8>(X, pi, j0, n, kt, r0, r1, dst); break;
+    default: rows_logits_rb<3, 16, AttnVec4>(X, pi, j0, n, kt, r0, r1, dst); break;
+  }
+#else
+  rows_logits_rb<4, 8, float>(X, pi, j0, n, kt, r0, r1, dst);
+#endif
+}
+
+// Logits to exponentials, rows [r0, r1) of dst as tile_logits left them: for each visible key c,
+// l = (dot * scale + g) / tau and e = exp(l - m_r). With mref == nullptr m_r is the row's max
+// over the tile and (m_r, sum of e) go to m_out / s_out (-inf, 0 for a row that sees none of the
+// tile); otherwise m_r = mref[r]. Entries past a row's visible keys are left as they are.
+KVSIFT_ATTN_CLONES
+void tile_exp(const ColsumCtx& X, const PairInfo& pi, int64_t j0, int64_t n, int64_t r0,
+              int64_t r1, float* dst, const float* mref, float* m_out, float* s_out) {
   const ColsumProblem& P = *X.P;
-  if (X.wide)
-    rows_logits_rb<8, 32>(X, pi, j0, n, kt, r0, r1, dst);
-  else
-    rows_logits_rb<6, 16>(X, pi, j0, n, kt, r0, r1, dst);
   const float scale = P.scale, tau = P.tau;
   for (int64_t r = r0; r < r1; ++r) {
     const int64_t nv = visible(X, pi, r, j0, n);
@@ -303,10 +425,18 @@ KVSIFT_ATTN_INLINE void rows_exp(const ColsumCtx& X, const PairInfo& pi, int64_t
     if (P.noise) {
       const int64_t g = r / X.Tq, t = r % X.Tq;
       const uint32_t bh = static_cast<uint32_t>(pi.b * P.Hq + pi.hkv * X.G + g);
-      for (int64_t c = 0; c < nv; ++c)
-        x[c] = (x[c] * scale + philox_gumbel(P.seed, P.step, bh, static_cast<uint32_t>(t),
-                                             static_cast<uint32_t>(j0 + c))) /
-               tau;
+      // The Philox bits of a run of keys first (that loop vectorizes), then the two double logs
+      // per key exactly as philox_gumbel takes them, so g is bit for bit the gumbel op's.
+      constexpr int64_t kRun = 64;
+      uint32_t bits[kRun];
+      for (int64_t c0 = 0; c0 < nv; c0 += kRun) {
+        const int64_t m = std::min(kRun, nv - c0);
+        for (int64_t i = 0; i < m; ++i)
+          bits[i] = philox_bits(P.seed, P.step, bh, static_cast<uint32_t>(t),
+                                static_cast<uint32_t>(j0 + c0 + i));
+        for (int64_t i = 0; i < m; ++i)
+          x[c0 + i] = (x[c0 + i] * scale + gumbel_from_bits(bits[i])) / tau;
+      }
     } else {
       for (int64_t c = 0; c < nv; ++c) x[c] = x[c] * scale / tau;
     }
@@ -320,18 +450,34 @@ KVSIFT_ATTN_INLINE void rows_exp(const ColsumCtx& X, const PairInfo& pi, int64_t
   }
 }
 
+// acc_h[c] += factor_r * e_r[c] for rows [r0, r1) (rows of dst as tile_exp left them), each into
+// its head's accumulator (SnapKV: heads = G) or all into one (heads = 1), rows in order.
+KVSIFT_ATTN_CLONES
+void tile_colsum(const ColsumCtx& X, const PairInfo& pi, int64_t j0, int64_t nvote, int64_t r0,
+                 int64_t r1, const float* e, const float* factor, int64_t heads, float* acc) {
+  for (int64_t r = r0; r < r1; ++r) {
+    const int64_t nsum = visible(X, pi, r, j0, nvote);
+    const float f = factor != nullptr ? factor[r] : 1.0f;
+    if (nsum == 0 || f == 0.0f) continue;  // f == 0: the row's tile underflowed or saw nothing
+    const float* er = e + (r - r0) * X.Tk;
+    float* a = acc + (heads == 1 ? 0 : r / X.Tq) * X.Tk;
+    for (int64_t c = 0; c < nsum; ++c) a[c] += f * er[c];
+  }
+}
+
 // Scratch of one parallel_for chunk, reused across its tasks.
 struct ColsumScratch {
-  std::vector<float> kt, rows, acc;
-  explicit ColsumScratch(const ColsumCtx& X, bool need_rows, bool need_acc) {
+  std::vector<float> kt, tmp, rows, acc, mref;
+  ColsumScratch(const ColsumCtx& X, bool need_rows, bool need_acc) {
     kt.resize(static_cast<size_t>(X.D * X.Tk));
+    tmp.resize(static_cast<size_t>(8 * X.D));
     if (need_rows) rows.resize(static_cast<size_t>(kRowBlock * X.Tk));
-    if (need_acc) acc.resize(static_cast<size_t>((X.G + 1) * X.Tk));
+    if (need_acc) acc.resize(static_cast<size_t>(X.G * X.Tk));
+    if (need_rows && need_acc) mref.resize(static_cast<size_t>(X.R));
   }
 };
 
-KVSIFT_ATTN_CLONES
-void colsum_pass1(const ColsumCtx& X, int64_t task0, int64_t task1) {
+inline void colsum_pass1(const ColsumCtx& X, int64_t task0, int64_t task1) {
   ColsumScratch S(X, X.store == nullptr, false);
   for (int64_t task = task0; task < task1; ++task) {
     const PairInfo pi = pair_info(X, task / X.ntiles);
@@ -346,14 +492,14 @@ void colsum_pass1(const ColsumCtx& X, int64_t task0, int64_t task1) {
       std::fill(s_out, s_out + X.R, 0.0f);
       continue;
     }
-    pack_keys(X, pi, j0, n, S.kt.data());
-    if (X.store != nullptr) {
-      rows_exp(X, pi, j0, n, S.kt.data(), 0, X.R, X.store + slot * X.R * X.Tk, nullptr, m_out,
-               s_out);
-    } else {
-      for (int64_t r0 = 0; r0 < X.R; r0 += kRowBlock)
-        rows_exp(X, pi, j0, n, S.kt.data(), r0, std::min(X.R, r0 + kRowBlock), S.rows.data(),
-                 nullptr, m_out, s_out);
+    pack_keys(X, pi, j0, n, S.kt.data(), S.tmp.data());
+    // Stored: all rows straight into the store. Otherwise blocks of rows through a small buffer.
+    const int64_t block = X.store != nullptr ? X.R : kRowBlock;
+    for (int64_t r0 = 0; r0 < X.R; r0 += block) {
+      const int64_t r1 = std::min(X.R, r0 + block);
+      float* dst = X.store != nullptr ? X.store + slot * X.R * X.Tk : S.rows.data();
+      tile_logits(X, pi, j0, n, S.kt.data(), r0, r1, dst);
+      tile_exp(X, pi, j0, n, r0, r1, dst, nullptr, m_out, s_out);
     }
   }
 }
@@ -379,14 +525,13 @@ inline void colsum_combine(const ColsumCtx& X, int64_t i0, int64_t i1) {
   }
 }
 
-KVSIFT_ATTN_CLONES
-void colsum_pass2(const ColsumCtx& X, int64_t task0, int64_t task1) {
+inline void colsum_pass2(const ColsumCtx& X, int64_t task0, int64_t task1) {
   const ColsumProblem& P = *X.P;
   const bool snap = P.kind == ColsumKind::Snapkv;
   const bool recompute = X.store == nullptr;
   ColsumScratch S(X, recompute, true);
-  std::vector<float> mref;
-  if (recompute) mref.resize(static_cast<size_t>(X.R));
+  // SnapKV sums each head's rows first and reduces the heads after; Keyformer sums every row.
+  const int64_t heads = snap ? X.G : 1;
   for (int64_t task = task0; task < task1; ++task) {
     const PairInfo pi = pair_info(X, task / X.ntiles);
     const int64_t tile = task % X.ntiles;
@@ -398,25 +543,16 @@ void colsum_pass2(const ColsumCtx& X, int64_t task0, int64_t task1) {
     if (own <= 0) continue;
     const int64_t vote_end = snap ? pi.L - X.Tq : pi.L;
     const int64_t nvote = std::min<int64_t>(std::max<int64_t>(vote_end - j0, 0), own);
-    // SnapKV sums each head's rows first and reduces the heads after; Keyformer sums every row.
-    const int64_t nacc = snap ? X.G : 1;
     float* acc = S.acc.data();
-    std::fill(acc, acc + nacc * X.Tk, 0.0f);
+    std::fill(acc, acc + heads * X.Tk, 0.0f);
     if (nvote > 0) {
       const float* factor = P.lse != nullptr ? nullptr : X.part_s + slot * X.R;
-      // Adds row r's probabilities (e times its factor) into its head's (or the one) accumulator.
-      auto add_row = [&](int64_t r, const float* e) {
-        const int64_t nsum = std::min(visible(X, pi, r, j0, nvote), nvote);
-        const float f = factor != nullptr ? factor[r] : 1.0f;
-        if (nsum == 0 || f == 0.0f) return;
-        float* a = acc + (nacc == 1 ? 0 : r / X.Tq) * X.Tk;
-        for (int64_t c = 0; c < nsum; ++c) a[c] += f * e[c];
-      };
       if (!recompute) {
-        const float* e = X.store + slot * X.R * X.Tk;
-        for (int64_t r = 0; r < X.R; ++r) add_row(r, e + r * X.Tk);
+        tile_colsum(X, pi, j0, nvote, 0, X.R, X.store + slot * X.R * X.Tk, factor, heads, acc);
       } else {
-        pack_keys(X, pi, j0, nvote, S.kt.data());
+        // The same logits and exponentials as pass 1 (same kernel, same m), so the result does
+        // not depend on whether the store fitted.
+        float* mref = S.mref.data();
         for (int64_t r = 0; r < X.R; ++r) {
           if (P.lse != nullptr) {
             const int64_t hq = pi.hkv * X.G + r / X.Tq;
@@ -425,11 +561,12 @@ void colsum_pass2(const ColsumCtx& X, int64_t task0, int64_t task1) {
             mref[r] = X.part_m[slot * X.R + r];
           }
         }
+        pack_keys(X, pi, j0, nvote, S.kt.data(), S.tmp.data());
         for (int64_t r0 = 0; r0 < X.R; r0 += kRowBlock) {
           const int64_t r1 = std::min(X.R, r0 + kRowBlock);
-          rows_exp(X, pi, j0, nvote, S.kt.data(), r0, r1, S.rows.data(), mref.data(), nullptr,
-                   nullptr);
-          for (int64_t r = r0; r < r1; ++r) add_row(r, S.rows.data() + (r - r0) * X.Tk);
+          tile_logits(X, pi, j0, nvote, S.kt.data(), r0, r1, S.rows.data());
+          tile_exp(X, pi, j0, nvote, r0, r1, S.rows.data(), mref, nullptr, nullptr);
+          tile_colsum(X, pi, j0, nvote, r0, r1, S.rows.data(), factor, heads, acc);
         }
       }
     }
@@ -477,15 +614,6 @@ inline int64_t tile_keys(int64_t D) {
   return std::min<int64_t>(256, std::max<int64_t>(64, t));
 }
 
-inline bool cpu_has_avx512() {
-#if defined(KVSIFT_ATTN_X86_CLONES)
-  static const bool has = __builtin_cpu_supports("avx512f");
-  return has;
-#else
-  return false;
-#endif
-}
-
 inline void attn_colsum(const ColsumProblem& P) {
   if (P.B <= 0 || P.Hkv <= 0 || P.Hq <= 0 || P.Tq <= 0 || P.N <= 0 || P.D <= 0) return;
   if (P.kind == ColsumKind::Snapkv && P.N - P.Tq <= 0) return;
@@ -500,7 +628,13 @@ inline void attn_colsum(const ColsumProblem& P) {
   const bool stored = !use_lse && store_pair <= P.store_max_pair_bytes;
   const int64_t side_pair = R * D * 4 + (use_lse ? 0 : R * ntiles * 8);
   int64_t chunk = std::max<int64_t>(1, P.chunk_bytes / std::max<int64_t>(side_pair, 1));
-  if (stored) chunk = std::min(chunk, std::max<int64_t>(1, P.store_chunk_bytes / store_pair));
+  if (stored) {
+    chunk = std::min(chunk, std::max<int64_t>(1, P.store_chunk_bytes / store_pair));
+    // ...but enough tiles to keep every thread busy, within the side budget (chunking never
+    // changes the result).
+    const int64_t busy = (4 * static_cast<int64_t>(num_threads()) + ntiles - 1) / ntiles;
+    chunk = std::max(chunk, std::min(busy, P.chunk_bytes / (store_pair + side_pair)));
+  }
   chunk = std::min(chunk, pairs);
 
   // Not value-initialized: every entry is written before it is read, and zeroing megabytes of
@@ -526,7 +660,7 @@ inline void attn_colsum(const ColsumProblem& P) {
   X.part_m = part_m.get();
   X.part_s = part_s.get();
   X.store = store.get();
-  X.wide = cpu_has_avx512();
+  X.isa = detect_isa();
 
   for (int64_t p0 = 0; p0 < pairs; p0 += chunk) {
     const int64_t np = std::min(chunk, pairs - p0);

@@ -5,7 +5,8 @@
 // bits for any thread count. Not part of the addon. Build and run (one command line):
 //   g++ -std=gnu++17 -O3 -pthread cpp/cpu/tests/check_attn.cc cpp/cpu/snapkv_scores.cc
 //       cpp/cpu/keyformer.cc cpp/cpu/parallel.cc -o /tmp/check_attn && /tmp/check_attn
-// `/tmp/check_attn --bench` times the Llama-3-8B-like shapes instead.
+// `-v` lists every case, `--cases N` runs N random cases per op (default 160), `--bench` times
+// the Llama-3-8B-like shapes instead.
 #include <algorithm>
 #include <chrono>
 #include <cinttypes>
@@ -269,13 +270,13 @@ uint64_t hash_floats(const float* x, size_t n, uint64_t h) {
   return h;
 }
 
-// Runs the core with the given budgets; stored = default, tiny = recompute with one pair a chunk.
-void run_core(cpu::ColsumProblem P, bool tiny) {
-  if (tiny) {
-    P.store_chunk_bytes = 1;
-    P.store_max_pair_bytes = 0;
-    P.chunk_bytes = 1;
-  }
+// Runs the core with shrunken budgets: stored exponentials with one pair per chunk, or logits
+// recomputed in pass 2 with one pair per chunk. Both must give the default path's bits.
+enum class CorePath { StoredSmallChunks, Recompute };
+void run_core(cpu::ColsumProblem P, CorePath path) {
+  P.store_chunk_bytes = 1;
+  P.chunk_bytes = 1;
+  if (path == CorePath::Recompute) P.store_max_pair_bytes = 0;
   cpu::attn_colsum(P);
 }
 
@@ -369,9 +370,8 @@ void snapkv_case(Stats& st, bool verbose) {
         zeros = zeros && out[static_cast<size_t>((b * Hout + h) * M + j)] == 0.0f;
   check(zeros, std::string(name) + ": zeros past L - W");
 
-  // The recompute path with one pair per chunk gives the very same bits.
-  std::vector<float> out2(out.size(), -1.0f);
-  out2.back() = 12345.0f;
+  // The other paths of the core give the very same bits.
+  std::vector<float> out2(out.size(), 12345.0f);
   cpu::ColsumProblem P{};
   P.kind = cpu::ColsumKind::Snapkv;
   P.q = p.q;
@@ -388,10 +388,14 @@ void snapkv_case(Stats& st, bool verbose) {
   P.scale = p.scale;
   P.tau = 1.0f;
   P.group_reduce = red;
-  P.out = out2.data();
-  run_core(P, true);
-  check(std::memcmp(out.data(), out2.data(), out.size() * 4) == 0,
-        std::string(name) + ": recompute path differs from the stored path");
+  for (CorePath path : {CorePath::StoredSmallChunks, CorePath::Recompute}) {
+    std::fill(out2.begin(), out2.end() - 1, -1.0f);
+    P.out = out2.data();
+    run_core(P, path);
+    check(std::memcmp(out.data(), out2.data(), out.size() * 4) == 0,
+          std::string(name) + (path == CorePath::Recompute ? ": recompute path" : ": small chunks") +
+              " differs from the default path");
+  }
 
   g_hash = hash_floats(out.data(), out.size(), g_hash);
   st.worst = std::max(st.worst, e);
@@ -486,7 +490,7 @@ void accumulate_case(Stats& st, bool verbose) {
   }
   check(untouched, std::string(name) + ": touched scores past L or past the end");
 
-  std::vector<float> scores2 = init;
+  std::vector<float> scores2;
   cpu::ColsumProblem P{};
   P.kind = cpu::ColsumKind::Accumulate;
   P.q = p.q;
@@ -505,15 +509,35 @@ void accumulate_case(Stats& st, bool verbose) {
   P.seed = seed;
   P.step = step;
   P.group_reduce = GroupReduce::Sum;
-  P.out = scores2.data();
-  run_core(P, true);
-  check(std::memcmp(scores.data(), scores2.data(), scores.size() * 4) == 0,
-        std::string(name) + ": recompute path differs from the stored path");
+  for (CorePath path : {CorePath::StoredSmallChunks, CorePath::Recompute}) {
+    scores2 = init;
+    P.out = scores2.data();
+    run_core(P, path);
+    check(std::memcmp(scores.data(), scores2.data(), scores.size() * 4) == 0,
+          std::string(name) + (path == CorePath::Recompute ? ": recompute path" : ": small chunks") +
+              " differs from the default path");
+  }
 
   g_hash = hash_floats(scores.data(), scores.size(), g_hash);
   st.worst = std::max(st.worst, e);
   ++st.cases;
   if (verbose) std::printf("%-110s err %.2e\n", name, e);
+}
+
+// The core's vectorizable exp against libm's in double: relative error, edges and specials.
+void exp_accuracy() {
+  double worst = 0;
+  for (int i = 0; i <= 2000000; ++i) {
+    const float x = -87.0f + 175.0f * static_cast<float>(i) / 2000000.0f;
+    const double want = std::exp(static_cast<double>(x));
+    worst = std::max(worst, std::fabs(cpu::exp_f32(x) - want) / want);
+  }
+  std::printf("exp_f32: worst relative error %.2e on [-87, 88]\n", worst);
+  check(worst < 3.0e-7, "exp_f32 within ~2.5 ulp");
+  check(cpu::exp_f32(0.0f) == 1.0f, "exp_f32(0) == 1");
+  check(cpu::exp_f32(-INFINITY) == 0.0f && cpu::exp_f32(-100.0f) == 0.0f, "exp_f32 of -inf, -100");
+  check(std::isnan(cpu::exp_f32(NAN)), "exp_f32(NaN) is NaN");
+  check(cpu::exp_f32(INFINITY) == INFINITY, "exp_f32(+inf) is +inf");
 }
 
 // Exact expectations that need no reference: N == W writes nothing, L == W votes all zero, and
@@ -648,14 +672,18 @@ void bench() {
 }  // namespace
 
 int main(int argc, char** argv) {
-  const bool verbose = argc > 1 && std::strcmp(argv[1], "-v") == 0;
-  if (argc > 1 && std::strcmp(argv[1], "--bench") == 0) {
-    bench();
-    return 0;
+  bool verbose = false, hash_only = false;
+  int cases = 160;
+  for (int i = 1; i < argc; ++i) {
+    if (std::strcmp(argv[i], "--bench") == 0) {
+      bench();
+      return 0;
+    }
+    if (std::strcmp(argv[i], "-v") == 0) verbose = true;
+    if (std::strcmp(argv[i], "--hash") == 0) hash_only = true;
+    if (std::strcmp(argv[i], "--cases") == 0 && i + 1 < argc) cases = std::atoi(argv[++i]);
   }
-  const bool hash_only = argc > 1 && std::strcmp(argv[1], "--hash") == 0;
   Stats snap, acc;
-  const int cases = 160;
   for (int i = 0; i < cases; ++i) snapkv_case(snap, verbose);
   for (int i = 0; i < cases; ++i) accumulate_case(acc, verbose);
   if (hash_only) {
@@ -663,6 +691,7 @@ int main(int argc, char** argv) {
     return 0;
   }
   edge_cases();
+  exp_accuracy();
   std::printf("snapkv_scores: %d cases, worst error %.2e of the magnitude\n", snap.cases,
               snap.worst);
   std::printf("accumulate:    %d cases, worst error %.2e of the magnitude\n", acc.cases,
@@ -671,7 +700,8 @@ int main(int argc, char** argv) {
   // Same bits whatever the thread count: rerun this program with 1 and 3 threads.
   std::printf("threads here: %d, hash %016" PRIx64 "\n", cpu::num_threads(), g_hash);
   for (const char* th : {"1", "3"}) {
-    std::string cmd = std::string("KVSIFT_NUM_THREADS=") + th + " '" + argv[0] + "' --hash";
+    std::string cmd = std::string("KVSIFT_NUM_THREADS=") + th + " '" + argv[0] +
+                      "' --hash --cases " + std::to_string(cases);
     FILE* f = popen(cmd.c_str(), "r");
     char buf[64] = {0};
     bool ok = f != nullptr && std::fgets(buf, sizeof buf, f) != nullptr;
