@@ -1,6 +1,7 @@
 #include "args.h"
 
 #include <cmath>
+#include <cstdio>
 #include <limits>
 
 #include "errors.h"
@@ -27,8 +28,11 @@ std::string describe(Napi::Value v) {
   if (v.IsNumber()) {
     double d = v.As<Napi::Number>().DoubleValue();
     if (std::isnan(d)) return "NaN";
-    if (std::floor(d) == d && std::fabs(d) < 1e15) return std::to_string(static_cast<int64_t>(d));
-    return std::to_string(d);
+    if (std::isinf(d)) return d > 0 ? "Infinity" : "-Infinity";
+    if (std::floor(d) == d && std::fabs(d) <= 9007199254740992.0) return std::to_string(static_cast<int64_t>(d));
+    char buf[32];
+    std::snprintf(buf, sizeof(buf), "%.17g", d);
+    return buf;
   }
   if (v.IsString()) return "a string";
   if (v.IsBigInt()) return "a bigint";

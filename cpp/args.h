@@ -32,6 +32,9 @@ const char* dtype_name(DType t);
 // Reads and checks a tensor argument: a Tensor with a live DeviceBuffer whose byte length
 // covers shape x dtype without overflow.
 TensorArg GetTensor(Napi::Env env, const std::string& op, Napi::Value v, const std::string& name);
+// Largest byte size or offset a JS number carries exactly (2^53 - 1), as lib/validate.ts.
+constexpr int64_t kMaxBytes = (int64_t{1} << 53) - 1;
+
 // Any rank, for GetTensor's rank argument.
 constexpr size_t kAnyRank = static_cast<size_t>(-1);
 // The same, also checking rank (unless kAnyRank) and (when allowed is non-empty) the dtype.

@@ -88,7 +88,7 @@ Napi::Value CudaDeviceInfoJs(const Napi::CallbackInfo& info) {
 Napi::Value Alloc(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   int device = GetDevice(env, "alloc", info[0], "device");
-  int64_t bytes = GetInt(env, "alloc", info[1], "bytes", 0, int64_t{1} << 52);
+  int64_t bytes = GetInt(env, "alloc", info[1], "bytes", 0, kMaxBytes);
   cudaStream_t stream = GetStream(env, "alloc", info[2]);
   return DeviceBuffer::Allocate(env, device, static_cast<size_t>(bytes), stream);
 }
@@ -97,7 +97,7 @@ Napi::Value WrapPointer(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   uint64_t ptr = GetU64(env, "fromDevicePointer", info[0], "ptr");
   if (ptr == 0) ThrowInvalid(env, "fromDevicePointer", "ptr", "a non-null device pointer", "0n");
-  int64_t bytes = GetInt(env, "fromDevicePointer", info[1], "bytes", 0, int64_t{1} << 52);
+  int64_t bytes = GetInt(env, "fromDevicePointer", info[1], "bytes", 0, kMaxBytes);
   int device = GetDevice(env, "fromDevicePointer", info[2], "device");
   return DeviceBuffer::Wrap(env, reinterpret_cast<void*>(static_cast<uintptr_t>(ptr)), static_cast<size_t>(bytes), device);
 }
@@ -142,7 +142,7 @@ Napi::Value CopyFromHost(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   const std::string op = "copyFromHost";
   DeviceBuffer* dst = GetBuffer(env, op, info[0], "dst");
-  int64_t off = GetInt(env, op, info[1], "dstOffset", 0, int64_t{1} << 52);
+  int64_t off = GetInt(env, op, info[1], "dstOffset", 0, kMaxBytes);
   HostView src = GetHostView(env, op, info[2], "src");
   cudaStream_t stream = GetStream(env, op, info[3]);
   (void)stream;
@@ -169,7 +169,7 @@ Napi::Value CopyToHost(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   const std::string op = "copyToHost";
   DeviceBuffer* src = GetBuffer(env, op, info[0], "src");
-  int64_t off = GetInt(env, op, info[1], "srcOffset", 0, int64_t{1} << 52);
+  int64_t off = GetInt(env, op, info[1], "srcOffset", 0, kMaxBytes);
   HostView dst = GetHostView(env, op, info[2], "dst");
   cudaStream_t stream = GetStream(env, op, info[3]);
   (void)stream;
@@ -270,8 +270,8 @@ Napi::Value CopyToHostAsync(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   const std::string op = "copyToHostAsync";
   DeviceBuffer* src = GetBuffer(env, op, info[0], "src");
-  int64_t off = GetInt(env, op, info[1], "srcOffset", 0, int64_t{1} << 52);
-  int64_t bytes = GetInt(env, op, info[2], "bytes", 0, int64_t{1} << 52);
+  int64_t off = GetInt(env, op, info[1], "srcOffset", 0, kMaxBytes);
+  int64_t bytes = GetInt(env, op, info[2], "bytes", 0, kMaxBytes);
   cudaStream_t stream = GetStream(env, op, info[3]);
   (void)stream;
   CheckRange(env, op, src, off, bytes, "src");
@@ -286,10 +286,10 @@ Napi::Value CopyBuffer(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   const std::string op = "copy";
   DeviceBuffer* dst = GetBuffer(env, op, info[0], "dst");
-  int64_t doff = GetInt(env, op, info[1], "dstOffset", 0, int64_t{1} << 52);
+  int64_t doff = GetInt(env, op, info[1], "dstOffset", 0, kMaxBytes);
   DeviceBuffer* src = GetBuffer(env, op, info[2], "src");
-  int64_t soff = GetInt(env, op, info[3], "srcOffset", 0, int64_t{1} << 52);
-  int64_t bytes = GetInt(env, op, info[4], "bytes", 0, int64_t{1} << 52);
+  int64_t soff = GetInt(env, op, info[3], "srcOffset", 0, kMaxBytes);
+  int64_t bytes = GetInt(env, op, info[4], "bytes", 0, kMaxBytes);
   cudaStream_t stream = GetStream(env, op, info[5]);
   (void)stream;
   CheckRange(env, op, dst, doff, bytes, "dst");
@@ -346,6 +346,7 @@ Napi::Value StreamCreate(const Napi::CallbackInfo& info) {
   cudaStream_t s = nullptr;
   // Non-blocking: an engine's streams should not serialize behind the legacy default stream.
   CheckCuda(env, "Stream.create", cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
+  note_stream_created(s);
   return Napi::BigInt::New(env, static_cast<uint64_t>(reinterpret_cast<uintptr_t>(s)));
 #else
   return Napi::BigInt::New(env, static_cast<uint64_t>(0));
@@ -359,8 +360,12 @@ Napi::Value StreamDestroy(const Napi::CallbackInfo& info) {
   if (device < 0 || s == nullptr) return env.Undefined();
 #ifdef KVSIFT_WITH_CUDA
   DeviceGuard guard(device);
-  // Destroying a stream with pending work is fine: the work completes, then resources go.
+  // Finish the stream's work first: buffers last used on it are then freed in legacy-stream
+  // order (see note_stream_destroyed) without racing that work.
+  int sync_err = cudaStreamSynchronize(s);
   CheckCuda(env, "Stream.dispose", cudaStreamDestroy(s));
+  note_stream_destroyed(s);
+  CheckCuda(env, "Stream.dispose", sync_err);
 #endif
   return env.Undefined();
 }

@@ -3,6 +3,7 @@
 #include <atomic>
 #include <cstdlib>
 #include <mutex>
+#include <unordered_set>
 #include <vector>
 
 namespace kvsift {
@@ -33,6 +34,15 @@ void count_free(int device, size_t bytes) {
   Counters& c = counters_for(device);
   c.buffers.fetch_sub(1);
   c.bytes.fetch_sub(static_cast<int64_t>(bytes));
+}
+
+std::mutex g_dead_mu;
+std::unordered_set<cudaStream_t> g_dead_streams;
+
+bool is_dead(cudaStream_t s) {
+  if (s == nullptr) return false;
+  std::lock_guard<std::mutex> lock(g_dead_mu);
+  return g_dead_streams.count(s) != 0;
 }
 
 #ifdef KVSIFT_WITH_CUDA
@@ -100,6 +110,7 @@ void device_free(int device, void* ptr, size_t bytes, cudaStream_t stream) {
   }
 #ifdef KVSIFT_WITH_CUDA
   DeviceGuard guard(device);
+  if (is_dead(stream)) stream = nullptr;
   if (cudaFreeAsync(ptr, stream) != cudaSuccess) {
     // The stream may be gone (an engine destroyed its own stream): free in legacy-stream order.
     cudaGetLastError();
@@ -111,6 +122,16 @@ void device_free(int device, void* ptr, size_t bytes, cudaStream_t stream) {
   (void)stream;
   (void)bytes;
 #endif
+}
+
+void note_stream_created(cudaStream_t stream) {
+  std::lock_guard<std::mutex> lock(g_dead_mu);
+  g_dead_streams.erase(stream);
+}
+
+void note_stream_destroyed(cudaStream_t stream) {
+  std::lock_guard<std::mutex> lock(g_dead_mu);
+  g_dead_streams.insert(stream);
 }
 
 MemoryStats memory_stats(int device) {

@@ -16,6 +16,12 @@ int device_alloc(int device, size_t bytes, cudaStream_t stream, void** out);
 // Stream-ordered free on `stream` (the stream that last used the memory). Never throws.
 void device_free(int device, void* ptr, size_t bytes, cudaStream_t stream);
 
+// Streams kvsift destroyed: a buffer whose last stream is one of these is freed on the legacy
+// default stream instead (destroy synchronizes the stream first, so its work is done). A handle
+// that CUDA hands out again for a new stream is taken off the list.
+void note_stream_created(cudaStream_t stream);
+void note_stream_destroyed(cudaStream_t stream);
+
 struct MemoryStats {
   int64_t live_buffers = 0;
   int64_t live_bytes = 0;

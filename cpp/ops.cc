@@ -320,7 +320,11 @@ Napi::Value Gather(const Napi::CallbackInfo& info) {
   p.pos_sH = pos.dim(1) == 1 ? 0 : K;
   Dispatch d(env, op, device, stream);
   if (device < 0) {
-    int64_t bad = cpu::gather(p);
+    // Check every position before writing anything: a failed op leaves `out` untouched.
+    const int32_t* pp = p.positions;
+    int64_t bad = 0;
+    for (int64_t i = 0; i < pos.numel; ++i) bad += (pp[i] < 0 || pp[i] >= cd.S) ? 1 : 0;
+    if (bad == 0) bad = cpu::gather(p);
     if (bad != 0) {
       Throw(env, code::kIndexOutOfRange,
             op + ": " + std::to_string(bad) + " positions fall outside [0, " + std::to_string(cd.S) + ")");

@@ -303,11 +303,12 @@ function toHost(op: string, data: TensorData, dtype: DType): ArrayBufferView {
     if (data instanceof Int32Array || data instanceof Uint8Array) {
       throw invalid(op, 'data', `a Float32Array, Uint16Array or number[] for dtype '${dtype}'`, data);
     }
+    if (Array.isArray(data)) checkNumbers(op, data);
     return f32ArrayToHalf(data, dtype);
   }
   if (dtype === 'f32') {
     if (data instanceof Float32Array) return data;
-    if (Array.isArray(data)) return Float32Array.from(data as readonly number[]);
+    if (Array.isArray(data)) return Float32Array.from(checkNumbers(op, data));
     throw invalid(op, 'data', "a Float32Array or number[] for dtype 'f32'", data);
   }
   if (dtype === 'i32') {
@@ -334,6 +335,13 @@ function toHost(op: string, data: TensorData, dtype: DType): ArrayBufferView {
     return out;
   }
   throw invalid(op, 'data', "a Uint8Array or number[] for dtype 'u8'", data);
+}
+
+function checkNumbers(op: string, data: readonly unknown[]): readonly number[] {
+  for (let i = 0; i < data.length; i++) {
+    if (typeof data[i] !== 'number') throw invalid(op, `data[${i}]`, 'a number', data[i]);
+  }
+  return data as readonly number[];
 }
 
 function rawArrayFor(dtype: DType, n: number): Float32Array | Uint16Array | Int32Array | Uint8Array {

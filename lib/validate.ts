@@ -24,10 +24,15 @@ export function describe(value: unknown): string {
       return 'a symbol';
   }
   if (Array.isArray(value)) return `an array of length ${value.length}`;
-  if (ArrayBuffer.isView(value)) return `a ${value.constructor.name} of length ${(value as unknown as { length?: number }).length ?? value.byteLength}`;
+  if (ArrayBuffer.isView(value)) return `${article(value.constructor.name)} ${value.constructor.name} of length ${(value as unknown as { length?: number }).length ?? value.byteLength}`;
   const name = (value as object).constructor?.name;
-  if (name && name !== 'Object') return `a ${name}`;
+  if (name && name !== 'Object') return `${article(name)} ${name}`;
   return 'a plain object';
+}
+
+function article(word: string): string {
+  // 'an Int32Array', 'an Error', but 'a Uint16Array' (said "you")
+  return /^[aeioAEIO]/.test(word) ? 'an' : 'a';
 }
 
 export function invalid(op: string, name: string, expected: string, received: unknown): KvsiftError {

@@ -25,7 +25,7 @@ describe('KvsiftError', () => {
     const e = catchKvsift(() => native.alloc(-1, -5));
     expect(e).toBeInstanceOf(KvsiftError);
     expect(e.code).toBe('ERR_INVALID_ARG');
-    expect(e.message).toBe('alloc: expected an integer in [0, 4503599627370496] for bytes, but received -5');
+    expect(e.message).toBe('alloc: expected an integer in [0, 9007199254740991] for bytes, but received -5');
   });
 });
 
