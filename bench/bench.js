@@ -192,42 +192,53 @@ class Timer {
     if (this.flush) this.native.copyBuffer(this.flush.dst._buffer, 0, this.flush.src._buffer, 0, this.flush.bytes);
   }
 
-  /** run() enqueues (CUDA) or performs (CPU) one op and returns what to dispose. */
-  async measure(run) {
+  /**
+   * Times each of `runs` (each enqueues (CUDA) or performs (CPU) one op and returns what to
+   * dispose), interleaved: CPU runs alternate one by one, CUDA batches alternate, so an op and
+   * the copy it is compared with see the same machine (a shared host's noise hits both).
+   */
+  async measure(...runs) {
     const { warmup } = this.opts;
-    for (let i = 0; i < warmup; i++) release(run());
+    for (const run of runs) for (let i = 0; i < warmup; i++) release(run());
     await this.sync();
     if (!this.cuda) {
-      const samples = [];
+      const samples = runs.map(() => []);
       for (let i = 0; i < this.opts.cpuRuns; i++) {
-        const t0 = nowNs();
-        const out = run();
-        const t1 = nowNs();
-        release(out);
-        samples.push(Number(t1 - t0) / 1e3);
+        runs.forEach((run, j) => {
+          const t0 = nowNs();
+          const out = run();
+          const t1 = nowNs();
+          release(out);
+          samples[j].push(Number(t1 - t0) / 1e3);
+        });
       }
-      return { ...summarize(samples), runs: samples.length, reps: 1, batches: samples.length };
+      return samples.map((s) => ({ ...summarize(s), runs: s.length, reps: 1, batches: s.length }));
     }
-    // calibrate the batch length on one synchronized run
-    this.flushL2();
-    await this.sync();
-    let t0 = nowNs();
-    release(run());
-    await this.sync();
-    const oneUs = Math.max(Number(nowNs() - t0) / 1e3, 1);
+    // calibrate each run's batch length on one synchronized run
     const { batches, batchTargetUs, maxReps } = this.opts;
     const minReps = Math.ceil(this.opts.minRuns / batches);
-    const reps = Math.min(maxReps, Math.max(minReps, Math.ceil(batchTargetUs / oneUs)));
-    const perRun = [];
-    for (let b = 0; b < batches; b++) {
+    const reps = [];
+    for (const run of runs) {
       this.flushL2();
       await this.sync();
-      t0 = nowNs();
-      for (let r = 0; r < reps; r++) release(run());
+      const t0 = nowNs();
+      release(run());
       await this.sync();
-      perRun.push(Number(nowNs() - t0) / 1e3 / reps);
+      const oneUs = Math.max(Number(nowNs() - t0) / 1e3, 1);
+      reps.push(Math.min(maxReps, Math.max(minReps, Math.ceil(batchTargetUs / oneUs))));
     }
-    return { ...summarize(perRun), runs: reps * batches, reps, batches };
+    const perRun = runs.map(() => []);
+    for (let b = 0; b < batches; b++) {
+      for (let j = 0; j < runs.length; j++) {
+        this.flushL2();
+        await this.sync();
+        const t0 = nowNs();
+        for (let r = 0; r < reps[j]; r++) release(runs[j]());
+        await this.sync();
+        perRun[j].push(Number(nowNs() - t0) / 1e3 / reps[j]);
+      }
+    }
+    return perRun.map((s, j) => ({ ...summarize(s), runs: reps[j] * batches, reps: reps[j], batches }));
   }
 
   /** The live bytes one more run adds at its peak: memoryStats with resetPeak around it. */
@@ -508,7 +519,6 @@ async function main(argv) {
       const label = `${c.model} N=${shapes.formatN(c.n)} B=${c.b}`;
       progress.show(`${label}: making inputs`);
       const x = makeInputs(kv, native, device, dtype, c, plan.windows, opNames);
-      const copyCache = new Map();
       let scratch = null;
       try {
         for (const op of plan.ops) {
@@ -517,10 +527,23 @@ async function main(argv) {
             const bytes = op.floor(cfg);
             progress.show(`${label}${w === null ? '' : ` W=${w}`} ${op.name}`);
             const run = opRunner(kv, device, op.name, x, w);
+            // the copy of the same traffic (floor / 2 bytes read and written), timed alongside
+            const copyBytes = Math.ceil(bytes / 2 / 256) * 256;
+            if (!scratch || scratch.bytes < copyBytes) {
+              if (scratch) scratch.src.dispose(), scratch.dst.dispose();
+              const need = Math.max(copyBytes, Math.ceil(Math.max(...plan.ops.map((p) => p.floor(cfg))) / 2 / 256) * 256);
+              // 2-D: a dimension stays below 2^31 even for the multi-GiB copies of the largest shapes
+              scratch = { bytes: need, src: kv.Tensor.empty([need / 256, 256], 'u8', device), dst: kv.Tensor.empty([need / 256, 256], 'u8', device) };
+              native.fill(scratch.src._buffer, 1);
+              native.fill(scratch.dst._buffer, 0);
+            }
+            const s = scratch;
+            const copyRun = () => native.copyBuffer(s.dst._buffer, 0, s.src._buffer, 0, copyBytes);
             let stats;
+            let copy;
             let peakBytes;
             try {
-              stats = await timer.measure(run);
+              [stats, copy] = await timer.measure(run, copyRun);
               peakBytes = await timer.peak(run);
             } catch (e) {
               // e.g. out of memory at the largest shapes: report it and go on
@@ -531,20 +554,6 @@ async function main(argv) {
               await timer.sync().catch(() => {});
               continue;
             }
-            // the copy of the same traffic: floor / 2 bytes read and written, same harness
-            const copyBytes = Math.ceil(bytes / 2 / 256) * 256;
-            if (!copyCache.has(copyBytes)) {
-              if (!scratch || scratch.bytes < copyBytes) {
-                if (scratch) scratch.src.dispose(), scratch.dst.dispose();
-                const need = Math.max(copyBytes, Math.ceil(Math.max(...plan.ops.map((p) => p.floor(cfg))) / 2 / 256) * 256);
-                scratch = { bytes: need, src: kv.Tensor.empty([need], 'u8', device), dst: kv.Tensor.empty([need], 'u8', device) };
-                native.fill(scratch.src._buffer, 1);
-                native.fill(scratch.dst._buffer, 0);
-              }
-              const s = scratch;
-              copyCache.set(copyBytes, await timer.measure(() => native.copyBuffer(s.dst._buffer, 0, s.src._buffer, 0, copyBytes)));
-            }
-            const copy = copyCache.get(copyBytes);
             const gbps = bytes / (stats.medianUs * 1e3);
             const copyGbps = (2 * copyBytes) / (copy.medianUs * 1e3);
             results.push({

@@ -2,7 +2,9 @@
 
 #include <atomic>
 #include <cstdlib>
+#include <map>
 #include <mutex>
+#include <unordered_map>
 #include <unordered_set>
 #include <vector>
 
@@ -39,10 +41,92 @@ void count_free(int device, size_t bytes) {
 std::mutex g_dead_mu;
 std::unordered_set<cudaStream_t> g_dead_streams;
 
-bool is_dead(cudaStream_t s) {
+[[maybe_unused]] bool is_dead(cudaStream_t s) {
   if (s == nullptr) return false;
   std::lock_guard<std::mutex> lock(g_dead_mu);
   return g_dead_streams.count(s) != 0;
+}
+
+// Host memory for CPU tensors. glibc hands blocks of 32 MiB and more to mmap and unmaps them on
+// free, so every op output would page-fault its way in again (about 3x slower for l2.compress at
+// 4k tokens). Like CUDA's pool, large blocks are kept for reuse, up to a cap. Sanitizer builds
+// skip the cache so AddressSanitizer sees every free.
+class HostCache {
+ public:
+  static constexpr size_t kMinCached = size_t{256} << 10;  // smaller blocks: malloc is fine
+  static constexpr size_t kGranule = size_t{64} << 10;
+  static constexpr size_t kMaxCached = size_t{1} << 30;
+
+  void* Alloc(size_t bytes) {
+#ifndef KVSIFT_NO_HOST_CACHE
+    if (bytes >= kMinCached) {
+      size_t want = (bytes + kGranule - 1) / kGranule * kGranule;
+      {
+        std::lock_guard<std::mutex> lock(mu_);
+        // best fit, wasting at most a quarter of the block
+        auto it = free_.lower_bound(want);
+        if (it != free_.end() && it->first <= want + want / 4) {
+          void* p = it->second;
+          cached_ -= it->first;
+          free_.erase(it);
+          return p;
+        }
+      }
+      void* p = TryAlloc(want);
+      if (p != nullptr) {
+        std::lock_guard<std::mutex> lock(mu_);
+        capacity_[p] = want;
+      }
+      return p;
+    }
+#endif
+    return TryAlloc(bytes);
+  }
+
+  void Free(void* p) {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      auto it = capacity_.find(p);
+      if (it != capacity_.end()) {
+        if (cached_ + it->second <= kMaxCached) {
+          free_.emplace(it->second, p);
+          cached_ += it->second;
+          return;
+        }
+        capacity_.erase(it);
+      }
+    }
+    std::free(p);
+  }
+
+ private:
+  void* TryAlloc(size_t bytes) {
+    void* p = std::aligned_alloc(64, bytes);
+    if (p == nullptr) {
+      Trim();
+      p = std::aligned_alloc(64, bytes);
+    }
+    return p;
+  }
+  void Trim() {
+    std::lock_guard<std::mutex> lock(mu_);
+    for (auto& [size, p] : free_) {
+      capacity_.erase(p);
+      std::free(p);
+    }
+    free_.clear();
+    cached_ = 0;
+  }
+
+  std::mutex mu_;
+  std::multimap<size_t, void*> free_;
+  std::unordered_map<void*, size_t> capacity_;
+  size_t cached_ = 0;
+};
+
+HostCache& host_cache() {
+  static HostCache* cache = new HostCache();  // leaked: tensors may be finalized at exit
+  return *cache;
 }
 
 #ifdef KVSIFT_WITH_CUDA
@@ -68,7 +152,7 @@ int device_alloc(int device, size_t bytes, cudaStream_t stream, void** out) {
   size_t rounded = bytes == 0 ? 256 : (bytes + 255) / 256 * 256;
   if (rounded < bytes) return 2;  // overflow
   if (device < 0) {
-    void* p = std::aligned_alloc(64, rounded);
+    void* p = host_cache().Alloc(rounded);
     if (p == nullptr) return 2;
     *out = p;
     count_alloc(device, bytes);
@@ -104,7 +188,7 @@ int device_alloc(int device, size_t bytes, cudaStream_t stream, void** out) {
 void device_free(int device, void* ptr, size_t bytes, cudaStream_t stream) {
   if (ptr == nullptr) return;
   if (device < 0) {
-    std::free(ptr);
+    host_cache().Free(ptr);
     count_free(device, bytes);
     return;
   }
