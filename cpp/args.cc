@@ -59,6 +59,8 @@ TensorArg GetTensor(Napi::Env env, const std::string& op, Napi::Value v, const s
   TensorArg t;
   t.buffer = buf;
   t.data = buf->data();
+  buf->pin();
+  t.pin = std::shared_ptr<void>(nullptr, [buf](void*) { buf->unpin(); });
   t.device = buf->device();
   Napi::Value dt = obj.Get("_dtypeCode");
   if (!dt.IsNumber()) ThrowInvalid(env, op, name + ".dtype", "a dtype code", describe(dt));

@@ -5,6 +5,7 @@
 #include <napi.h>
 
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -23,6 +24,9 @@ struct TensorArg {
   std::vector<int64_t> shape;
   int64_t numel = 0;
   int64_t bytes = 0;
+  // Keeps the buffer's memory alive until the call ends, even if a JS getter read later in the
+  // same call disposes it (a free() then only marks it and the memory goes when this drops).
+  std::shared_ptr<void> pin;
   int64_t dim(size_t i) const { return shape[i]; }
   size_t rank() const { return shape.size(); }
 };

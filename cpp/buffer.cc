@@ -79,7 +79,13 @@ DeviceBuffer* DeviceBuffer::From(Napi::Env env, Napi::Value v) {
   if (data.buffer_ctor.IsEmpty()) return nullptr;
   Napi::Object obj = v.As<Napi::Object>();
   if (!obj.InstanceOf(data.buffer_ctor.Value())) return nullptr;
-  return Unwrap(obj);
+  // Object.create(DeviceBuffer.prototype) passes InstanceOf but wraps nothing
+  void* native = nullptr;
+  if (napi_unwrap(env, obj, &native) != napi_ok || native == nullptr) {
+    env.GetAndClearPendingException();
+    return nullptr;
+  }
+  return static_cast<DeviceBuffer*>(native);
 }
 
 void DeviceBuffer::ReallyFree() {

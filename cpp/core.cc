@@ -117,9 +117,16 @@ struct HostView {
 };
 HostView GetHostView(Napi::Env env, const std::string& op, Napi::Value v, const std::string& name) {
   if (v.IsTypedArray()) {
+    // napi_get_typedarray_info also works for views of a SharedArrayBuffer
+    napi_typedarray_type type;
+    size_t length = 0, offset = 0;
+    void* data = nullptr;
+    if (napi_get_typedarray_info(env, v, &type, &length, &data, nullptr, &offset) != napi_ok) {
+      env.GetAndClearPendingException();
+      ThrowInvalid(env, op, name, "a TypedArray or ArrayBuffer", describe(v));
+    }
     Napi::TypedArray ta = v.As<Napi::TypedArray>();
-    Napi::ArrayBuffer ab = ta.ArrayBuffer();
-    return {static_cast<uint8_t*>(ab.Data()) + ta.ByteOffset(), ta.ByteLength()};
+    return {static_cast<uint8_t*>(data), ta.ByteLength()};
   }
   if (v.IsArrayBuffer()) {
     Napi::ArrayBuffer ab = v.As<Napi::ArrayBuffer>();

@@ -140,6 +140,17 @@ struct Dispatch {
     CheckCuda(env, op, guard.error());
   }
   void cuda_result(int err) { CheckCuda(env, op, err); }
+  // Runs a CPU backend call; its scratch allocations may fail.
+  template <typename F>
+  auto cpu(F&& f) -> decltype(f()) {
+    try {
+      return f();
+    } catch (const std::bad_alloc&) {
+      Throw(env, code::kOutOfMemory, op + ": out of host memory for the CPU backend's scratch space");
+    } catch (const std::exception& e) {
+      Throw(env, code::kUnsupported, op + ": " + e.what());
+    }
+  }
 };
 
 [[maybe_unused]] void Touch(cudaStream_t stream, std::initializer_list<const TensorArg*> ts) {
@@ -194,7 +205,7 @@ Napi::Value SnapkvScores(const Napi::CallbackInfo& info) {
   p.out = static_cast<float*>(out.data);
   Dispatch d(env, op, device, stream);
   if (device < 0) {
-    cpu::snapkv_scores(p);
+    d.cpu([&] { return cpu::snapkv_scores(p); });
   } else {
 #ifdef KVSIFT_WITH_CUDA
     Temp ws(env, op, device, cuda::snapkv_scores_workspace_bytes(p), stream);
@@ -237,7 +248,7 @@ Napi::Value Pool1d(const Napi::CallbackInfo& info) {
   if (in.rank() == 1) p.rows_per_batch = 1;
   Dispatch d(env, op, device, stream);
   if (device < 0) {
-    cpu::pool1d(p);
+    d.cpu([&] { return cpu::pool1d(p); });
   } else {
 #ifdef KVSIFT_WITH_CUDA
     d.cuda_result(cuda::pool1d(p, stream));
@@ -272,7 +283,7 @@ Napi::Value Topk(const Napi::CallbackInfo& info) {
                static_cast<TopkOrder>(order), lens.ptr(), rpb == 0 ? 1 : rpb};
   Dispatch d(env, op, device, stream);
   if (device < 0) {
-    cpu::topk(p);
+    d.cpu([&] { return cpu::topk(p); });
   } else {
 #ifdef KVSIFT_WITH_CUDA
     Temp ws(env, op, device, cuda::topk_workspace_bytes(p), stream);
@@ -324,7 +335,7 @@ Napi::Value Gather(const Napi::CallbackInfo& info) {
     const int32_t* pp = p.positions;
     int64_t bad = 0;
     for (int64_t i = 0; i < pos.numel; ++i) bad += (pp[i] < 0 || pp[i] >= cd.S) ? 1 : 0;
-    if (bad == 0) bad = cpu::gather(p);
+    if (bad == 0) bad = d.cpu([&] { return cpu::gather(p); });
     if (bad != 0) {
       Throw(env, code::kIndexOutOfRange,
             op + ": " + std::to_string(bad) + " positions fall outside [0, " + std::to_string(cd.S) + ")");
@@ -355,7 +366,7 @@ Napi::Value FillWindow(const Napi::CallbackInfo& info) {
   FillWindowParams p{static_cast<int32_t*>(pos.data), R, stride, rpb, static_cast<int32_t>(W), static_cast<int32_t>(N), lens.ptr()};
   Dispatch d(env, op, pos.device, stream);
   if (pos.device < 0) {
-    cpu::fill_window(p);
+    d.cpu([&] { return cpu::fill_window(p); });
   } else {
 #ifdef KVSIFT_WITH_CUDA
     d.cuda_result(cuda::fill_window(p, stream));
@@ -382,7 +393,7 @@ Napi::Value L2Norms(const Napi::CallbackInfo& info) {
                   static_cast<int32_t>(kd.S), static_cast<int32_t>(kd.D), lens.ptr(), static_cast<float*>(out.data)};
   Dispatch d(env, op, device, stream);
   if (device < 0) {
-    cpu::l2_norms(p);
+    d.cpu([&] { return cpu::l2_norms(p); });
   } else {
 #ifdef KVSIFT_WITH_CUDA
     d.cuda_result(cuda::l2_norms(p, stream));
@@ -414,7 +425,7 @@ Napi::Value ProtectScores(const Napi::CallbackInfo& info) {
                   static_cast<int32_t>(sinks), static_cast<int32_t>(recent), static_cast<float>(sign), lens.ptr()};
   Dispatch d(env, op, device, stream);
   if (device < 0) {
-    cpu::protect_scores(p);
+    d.cpu([&] { return cpu::protect_scores(p); });
   } else {
 #ifdef KVSIFT_WITH_CUDA
     d.cuda_result(cuda::protect_scores(p, stream));
@@ -466,7 +477,7 @@ Napi::Value Accumulate(const Napi::CallbackInfo& info) {
   p.scores = static_cast<float*>(s.data);
   Dispatch d(env, op, device, stream);
   if (device < 0) {
-    cpu::accumulate(p);
+    d.cpu([&] { return cpu::accumulate(p); });
   } else {
 #ifdef KVSIFT_WITH_CUDA
     Temp ws(env, op, device, cuda::accumulate_workspace_bytes(p), stream);
@@ -489,7 +500,7 @@ Napi::Value Gumbel(const Napi::CallbackInfo& info) {
                  GetU64(env, op, o.Get("step"), "step"), static_cast<float*>(out.data)};
   Dispatch d(env, op, out.device, stream);
   if (out.device < 0) {
-    cpu::gumbel(p);
+    d.cpu([&] { return cpu::gumbel(p); });
   } else {
 #ifdef KVSIFT_WITH_CUDA
     d.cuda_result(cuda::gumbel(p, stream));
@@ -514,7 +525,7 @@ Napi::Value HeadReduce(const Napi::CallbackInfo& info) {
                      static_cast<float>(GetNumber(env, op, o.Get("scale"), "scale"))};
   Dispatch d(env, op, device, stream);
   if (device < 0) {
-    cpu::head_reduce(p);
+    d.cpu([&] { return cpu::head_reduce(p); });
   } else {
 #ifdef KVSIFT_WITH_CUDA
     d.cuda_result(cuda::head_reduce(p, stream));

@@ -7,7 +7,7 @@ import { native } from './native';
 import { check4d, checkCapacity, checkLengths, layoutCode, opStream, sameDevice, withScope, type LayoutOptions, type OpOptions } from './common';
 import { deviceIndex, defaultDevice, type Device } from './device';
 import { runAccumulate, runSelect, type SelectOptions } from './keyformer';
-import { Tensor } from './tensor';
+import type { Tensor } from './tensor';
 import { checkInt, checkOptions, invalidText } from './validate';
 
 export interface H2OAccumulateOptions extends LayoutOptions, OpOptions {
@@ -120,12 +120,19 @@ export const streaming = {
     const sinks = checkInt(op, 'options.sinks', opts.sinks, 0, 0x7fffffff);
     const recent = checkInt(op, 'options.recent', opts.recent, 0, 0x7fffffff);
     const device = deviceIndex(op, 'options.device', opts.device ?? defaultDevice());
-    const kept: number[] = [];
-    if (sinks + recent >= n) for (let i = 0; i < n; i++) kept.push(i);
-    else {
-      for (let i = 0; i < sinks; i++) kept.push(i);
-      for (let i = n - recent; i < n; i++) kept.push(i);
-    }
-    return Tensor.from(Int32Array.from(kept), { device: device < 0 ? 'cpu' : `cuda:${device}` });
+    const k = Math.min(n, sinks + recent);
+    // position of the i-th kept token: the sinks, then the recent window
+    const at = (i: number): number => (k === n || i < sinks ? i : n - recent + (i - sinks));
+    return withScope(device, undefined, (scope) => {
+      const out = scope.output([k], 'i32');
+      // filled in bounded chunks: k can be 2^31 - 1
+      const chunk = new Int32Array(Math.min(k, 1 << 16));
+      for (let start = 0; start < k; start += chunk.length) {
+        const len = Math.min(chunk.length, k - start);
+        for (let i = 0; i < len; i++) chunk[i] = at(start + i);
+        native.copyFromHost(out._buffer, start * 4, len === chunk.length ? chunk : chunk.subarray(0, len));
+      }
+      return out;
+    });
   },
 };

@@ -2,7 +2,14 @@
  * IEEE binary16 and bfloat16 conversions, round to nearest even, exactly as the native backend
  * (cpp/cpu/half.h) does them. Half values travel as raw 16-bit patterns (numbers or Uint16Array).
  */
+import { invalid } from './validate';
+
 const f32 = new Float32Array(1);
+
+function num(op: string, value: unknown): number {
+  if (typeof value !== 'number') throw invalid(op, 'value', 'a number', value);
+  return value;
+}
 const u32 = new Uint32Array(f32.buffer);
 
 /**
@@ -14,7 +21,7 @@ const u32 = new Uint32Array(f32.buffer);
  * ```
  */
 export function f32ToF16(value: number): number {
-  f32[0] = value; // rounds a double to f32 first, as a Float32Array input would be
+  f32[0] = num('f32ToF16', value); // rounds a double to f32 first, as a Float32Array input would be
   const u = u32[0];
   const sign = (u >>> 16) & 0x8000;
   const abs = u & 0x7fffffff;
@@ -43,6 +50,7 @@ export function f32ToF16(value: number): number {
  * ```
  */
 export function f16ToF32(bits: number): number {
+  num('f16ToF32', bits);
   const sign = bits & 0x8000 ? -1 : 1;
   const exp = (bits >>> 10) & 0x1f;
   const man = bits & 0x3ff;
@@ -60,7 +68,7 @@ export function f16ToF32(bits: number): number {
  * ```
  */
 export function f32ToBf16(value: number): number {
-  f32[0] = value;
+  f32[0] = num('f32ToBf16', value);
   const u = u32[0];
   if ((u & 0x7fffffff) > 0x7f800000) return ((u >>> 16) | 0x40) & 0xffff;
   return ((u + 0x7fff + ((u >>> 16) & 1)) >>> 16) & 0xffff;
@@ -75,6 +83,7 @@ export function f32ToBf16(value: number): number {
  * ```
  */
 export function bf16ToF32(bits: number): number {
+  num('bf16ToF32', bits);
   u32[0] = (bits & 0xffff) << 16;
   return f32[0];
 }

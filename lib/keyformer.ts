@@ -8,7 +8,7 @@ import { native } from './native';
 import { check4d, checkCapacity, checkLengths, layoutCode, opStream, sameDevice, withScope, type LayoutOptions, type OpOptions } from './common';
 import { deviceIndex, defaultDevice, type Device } from './device';
 import { checkTensor, type Tensor } from './tensor';
-import { checkInt, checkNumber, checkOneOf, checkOptions, invalid, invalidText } from './validate';
+import { checkInt, checkNumber, checkOneOf, checkOptions, checkShape, invalid, invalidText } from './validate';
 
 export interface AccumulateOptions extends LayoutOptions, OpOptions {
   /** Softmax temperature (> 0); see {@link tau}. */
@@ -93,7 +93,7 @@ export function gumbel(shape: readonly number[], options: GumbelOptions): Tensor
   const op = 'keyformer.gumbel';
   const opts = checkOptions(op, options) as unknown as GumbelOptions;
   if (!Array.isArray(shape) || shape.length !== 4) throw invalid(op, 'shape', 'a 4-D shape [B, H, T, N]', shape);
-  shape.forEach((d, i) => checkInt(op, `shape[${i}]`, d, 0, 0x7fffffff));
+  checkShape(op, 'shape', shape, 4);
   const seed = checkU64(op, 'options.seed', opts.seed);
   const step = checkU64(op, 'options.step', opts.step);
   const device = deviceIndex(op, 'options.device', opts.device ?? defaultDevice());
@@ -115,7 +115,8 @@ export interface TauOptions {
 }
 
 /**
- * Keyformer's linear temperature schedule: tauInit + step (tauEnd - tauInit) / maxNewTokens.
+ * Keyformer's linear temperature schedule: tauInit + step (tauEnd - tauInit) / maxNewTokens,
+ * held at tauEnd after maxNewTokens steps.
  *
  * @example
  * ```ts
@@ -129,7 +130,8 @@ export function tau(step: number, options: TauOptions): number {
   const tauInit = opts.tauInit === undefined ? 1 : checkNumber(op, 'options.tauInit', opts.tauInit, { exclusiveMin: 0 });
   const tauEnd = opts.tauEnd === undefined ? 2 : checkNumber(op, 'options.tauEnd', opts.tauEnd, { exclusiveMin: 0 });
   const maxNew = checkNumber(op, 'options.maxNewTokens', opts.maxNewTokens, { exclusiveMin: 0 });
-  return tauInit + (step * (tauEnd - tauInit)) / maxNew;
+  // past maxNewTokens the temperature stays at tauEnd; dividing first keeps huge inputs finite
+  return tauInit + Math.min(step / maxNew, 1) * (tauEnd - tauInit);
 }
 
 export interface SelectOptions extends OpOptions {

@@ -18,7 +18,7 @@ const DTYPE_BYTES: Record<DType, number> = { f32: 4, f16: 2, bf16: 2, i32: 4, u8
 
 /** Bytes per element of a dtype. */
 export function dtypeBytes(dtype: DType): number {
-  return DTYPE_BYTES[dtype];
+  return DTYPE_BYTES[checkDType('dtypeBytes', 'dtype', dtype)];
 }
 
 /** What {@link Tensor.toArray} returns for each dtype (f16/bf16 are widened, exactly). */

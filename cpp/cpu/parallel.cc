@@ -4,6 +4,7 @@
 #include <atomic>
 #include <condition_variable>
 #include <cstdlib>
+#include <exception>
 #include <mutex>
 #include <thread>
 #include <vector>
@@ -28,7 +29,10 @@ class Pool {
   int threads() const { return threads_; }
 
   void Run(int64_t n, int64_t chunk, const std::function<void(int64_t, int64_t)>& fn) {
+    // One job at a time: worker_threads of one process may call in concurrently.
+    std::lock_guard<std::mutex> run_lock(run_mu_);
     std::unique_lock<std::mutex> lock(mu_);
+    error_ = nullptr;
     fn_ = &fn;
     n_ = n;
     chunk_ = chunk;
@@ -41,6 +45,9 @@ class Pool {
     lock.lock();
     done_cv_.wait(lock, [this] { return active_ == 0; });
     fn_ = nullptr;
+    // An exception in any chunk (std::bad_alloc of a scratch buffer) reaches the caller, which
+    // turns it into a KvsiftError, instead of terminating the process from a worker.
+    if (error_) std::rethrow_exception(error_);
   }
 
  private:
@@ -48,7 +55,12 @@ class Pool {
     for (;;) {
       int64_t begin = next_.fetch_add(chunk_);
       if (begin >= n_) break;
-      (*fn_)(begin, std::min(n_, begin + chunk_));
+      try {
+        (*fn_)(begin, std::min(n_, begin + chunk_));
+      } catch (...) {
+        std::lock_guard<std::mutex> lock(error_mu_);
+        if (!error_) error_ = std::current_exception();
+      }
     }
   }
   void Work() {
@@ -74,6 +86,8 @@ class Pool {
   const std::function<void(int64_t, int64_t)>* fn_ = nullptr;
   int64_t n_ = 0, chunk_ = 1;
   std::atomic<int64_t> next_{0};
+  std::mutex run_mu_, error_mu_;
+  std::exception_ptr error_;
   int active_ = 0;
 };
 
