@@ -193,7 +193,7 @@ describe('keyformer.gumbel (cpu)', () => {
     expectKvsiftError(g([1, 1, 1, 4], 0, '3'), 'ERR_INVALID_ARG', `${op}: expected an integer >= 0 for options.step, but received '3'`);
     expectKvsiftError(g([1, 1, 1, 4], 0, undefined), 'ERR_INVALID_ARG', `${op}: expected an integer >= 0 for options.step, but received undefined`);
     expectKvsiftError(g([1, 1, 4], 0, 0), 'ERR_INVALID_ARG', `${op}: expected a 4-D shape [B, H, T, N] for shape, but received an array of length 3`);
-    expectKvsiftError(g([1, 1, -1, 4], 0, 0), 'ERR_INVALID_ARG', `${op}: expected an integer in [0, 2147483647] for shape[2], but received -1`);
+    expectKvsiftError(g([1, 1, -1, 4], 0, 0), 'ERR_INVALID_ARG', `${op}: expected a non-negative integer below 2^31 for shape[2], but received -1`);
   });
 });
 
