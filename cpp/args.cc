@@ -62,10 +62,7 @@ TensorArg GetTensor(Napi::Env env, const std::string& op, Napi::Value v, const s
   buf->pin();
   t.pin = std::shared_ptr<void>(nullptr, [buf](void*) { buf->unpin(); });
   t.device = buf->device();
-  Napi::Value dt = obj.Get("_dtypeCode");
-  if (!dt.IsNumber()) ThrowInvalid(env, op, name + ".dtype", "a dtype code", describe(dt));
-  int code = dt.As<Napi::Number>().Int32Value();
-  if (code < 0 || code > 4) ThrowInvalid(env, op, name + ".dtype", "a dtype code 0..4", describe(dt));
+  int64_t code = GetInt(env, op, obj.Get("_dtypeCode"), name + ".dtype", 0, 4);
   t.dtype = static_cast<DType>(code);
   Napi::Value sv = obj.Get("shape");
   if (!sv.IsArray()) ThrowInvalid(env, op, name + ".shape", "an array", describe(sv));

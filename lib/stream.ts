@@ -18,6 +18,15 @@ import { invalid } from './validate';
  * stream.dispose();
  * ```
  */
+// Streams made by Stream.create and never disposed are destroyed when collected.
+const forgotten = new FinalizationRegistry<{ device: number; handle: bigint }>((s) => {
+  try {
+    native.streamDestroy(s.device, s.handle);
+  } catch {
+    // the process may be shutting down; nothing to report to
+  }
+});
+
 export class Stream {
   /** The device the stream belongs to. */
   readonly device: Device;
@@ -43,7 +52,9 @@ export class Stream {
    */
   static create(device: Device = defaultDevice()): Stream {
     const index = deviceIndex('Stream.create', 'device', device);
-    return new Stream(index, native.streamCreate(index), true);
+    const stream = new Stream(index, native.streamCreate(index), true);
+    if (index >= 0) forgotten.register(stream, { device: index, handle: stream._handle }, stream);
+    return stream;
   }
 
   /**
@@ -95,6 +106,7 @@ export class Stream {
   dispose(): void {
     if (this._disposed) return;
     this._disposed = true;
+    forgotten.unregister(this);
     if (this._owned) native.streamDestroy(this._deviceIndex, this._handle);
     this._handle = 0n;
   }
