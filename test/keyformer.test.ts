@@ -207,11 +207,13 @@ describe('keyformer.tau', () => {
       const o = { tauInit: rng.uniform(0.1, 3), tauEnd: rng.uniform(0.1, 3), maxNewTokens: rng.int(1, 4096) };
       expect(keyformer.tau(0, o)).toBe(o.tauInit);
       expect(keyformer.tau(o.maxNewTokens, o)).toBeCloseTo(o.tauEnd, 12);
-      const s = rng.int(0, o.maxNewTokens);
+      const s = rng.int(0, o.maxNewTokens - 1);
       expect(keyformer.tau(s, o)).toBeCloseTo(refTau(s, o), 12);
-      // linear: equal steps give equal increments
+      // linear: equal steps give equal increments, up to maxNewTokens
       const a = keyformer.tau(s + 1, o) - keyformer.tau(s, o);
       expect(a).toBeCloseTo((o.tauEnd - o.tauInit) / o.maxNewTokens, 12);
+      // held at tauEnd afterwards
+      expect(keyformer.tau(o.maxNewTokens + 1 + s, o)).toBeCloseTo(o.tauEnd, 12);
     }
   });
 
