@@ -18,6 +18,13 @@
 #include "../cuda/launchers.h"
 #endif
 
+// A launcher call in CUDA builds; never reached (devices are all CPU) in C++-only ones.
+#ifdef KVSIFT_WITH_CUDA
+#define KVSIFT_CUDA_CALL(call) (call)
+#else
+#define KVSIFT_CUDA_CALL(call) 0
+#endif
+
 namespace kvsift {
 namespace {
 
@@ -140,6 +147,17 @@ struct Dispatch {
     CheckCuda(env, op, guard.error());
   }
   void cuda_result(int err) { CheckCuda(env, op, err); }
+  // The tail every op shares: the CPU backend, or the CUDA launcher with its error checked and
+  // the stream recorded on the tensors it touched (their frees are ordered on it).
+  template <typename CpuFn, typename CudaFn>
+  void run(CpuFn&& cpu_fn, CudaFn&& cuda_fn, std::initializer_list<const TensorArg*> touched) {
+    if (device < 0) {
+      cpu(cpu_fn);
+      return;
+    }
+    CheckCuda(env, op, cuda_fn());
+    for (const TensorArg* t : touched) t->buffer->set_stream(stream);
+  }
   // Runs a CPU backend call; its scratch allocations may fail.
   template <typename F>
   auto cpu(F&& f) -> decltype(f()) {
@@ -204,15 +222,12 @@ Napi::Value SnapkvScores(const Napi::CallbackInfo& info) {
   p.scale = 1.0f / std::sqrt(static_cast<float>(kd.D));
   p.out = static_cast<float*>(out.data);
   Dispatch d(env, op, device, stream);
-  if (device < 0) {
-    d.cpu([&] { return cpu::snapkv_scores(p); });
-  } else {
-#ifdef KVSIFT_WITH_CUDA
-    Temp ws(env, op, device, cuda::snapkv_scores_workspace_bytes(p), stream);
-    d.cuda_result(cuda::snapkv_scores(p, ws.get(), stream));
-    Touch(stream, {&q, &k, &out});
-#endif
-  }
+  d.run([&] { cpu::snapkv_scores(p); },
+        [&] {
+          Temp ws(env, op, device, KVSIFT_CUDA_CALL(cuda::snapkv_scores_workspace_bytes(p)), stream);
+          return KVSIFT_CUDA_CALL(cuda::snapkv_scores(p, ws.get(), stream));
+        },
+        {&q, &k, &out});
   return env.Undefined();
 }
 
@@ -247,14 +262,9 @@ Napi::Value Pool1d(const Napi::CallbackInfo& info) {
                static_cast<PoolKind>(kind), lens.ptr(), rpb == 0 ? 1 : rpb};
   if (in.rank() == 1) p.rows_per_batch = 1;
   Dispatch d(env, op, device, stream);
-  if (device < 0) {
-    d.cpu([&] { return cpu::pool1d(p); });
-  } else {
-#ifdef KVSIFT_WITH_CUDA
-    d.cuda_result(cuda::pool1d(p, stream));
-    Touch(stream, {&in, &out});
-#endif
-  }
+  d.run([&] { cpu::pool1d(p); },
+        [&] { return KVSIFT_CUDA_CALL(cuda::pool1d(p, stream)); },
+        {&in, &out});
   return env.Undefined();
 }
 
@@ -282,15 +292,12 @@ Napi::Value Topk(const Napi::CallbackInfo& info) {
   TopkParams p{static_cast<const float*>(in.data), static_cast<int32_t*>(out.data), R, M, static_cast<int32_t>(k), stride,
                static_cast<TopkOrder>(order), lens.ptr(), rpb == 0 ? 1 : rpb};
   Dispatch d(env, op, device, stream);
-  if (device < 0) {
-    d.cpu([&] { return cpu::topk(p); });
-  } else {
-#ifdef KVSIFT_WITH_CUDA
-    Temp ws(env, op, device, cuda::topk_workspace_bytes(p), stream);
-    d.cuda_result(cuda::topk(p, ws.get(), stream));
-    Touch(stream, {&in, &out});
-#endif
-  }
+  d.run([&] { cpu::topk(p); },
+        [&] {
+          Temp ws(env, op, device, KVSIFT_CUDA_CALL(cuda::topk_workspace_bytes(p)), stream);
+          return KVSIFT_CUDA_CALL(cuda::topk(p, ws.get(), stream));
+        },
+        {&in, &out});
   return env.Undefined();
 }
 
@@ -365,14 +372,9 @@ Napi::Value FillWindow(const Napi::CallbackInfo& info) {
   Lengths lens(env, op, o.Get("seqLens"), "seqLens", (R + rpb - 1) / rpb, W, N, pos.device, stream);
   FillWindowParams p{static_cast<int32_t*>(pos.data), R, stride, rpb, static_cast<int32_t>(W), static_cast<int32_t>(N), lens.ptr()};
   Dispatch d(env, op, pos.device, stream);
-  if (pos.device < 0) {
-    d.cpu([&] { return cpu::fill_window(p); });
-  } else {
-#ifdef KVSIFT_WITH_CUDA
-    d.cuda_result(cuda::fill_window(p, stream));
-    Touch(stream, {&pos});
-#endif
-  }
+  d.run([&] { cpu::fill_window(p); },
+        [&] { return KVSIFT_CUDA_CALL(cuda::fill_window(p, stream)); },
+        {&pos});
   return env.Undefined();
 }
 
@@ -392,14 +394,9 @@ Napi::Value L2Norms(const Napi::CallbackInfo& info) {
   L2NormsParams p{ViewOf(k, layout), k.dtype, static_cast<int32_t>(kd.B), static_cast<int32_t>(kd.H),
                   static_cast<int32_t>(kd.S), static_cast<int32_t>(kd.D), lens.ptr(), static_cast<float*>(out.data)};
   Dispatch d(env, op, device, stream);
-  if (device < 0) {
-    d.cpu([&] { return cpu::l2_norms(p); });
-  } else {
-#ifdef KVSIFT_WITH_CUDA
-    d.cuda_result(cuda::l2_norms(p, stream));
-    Touch(stream, {&k, &out});
-#endif
-  }
+  d.run([&] { cpu::l2_norms(p); },
+        [&] { return KVSIFT_CUDA_CALL(cuda::l2_norms(p, stream)); },
+        {&k, &out});
   return env.Undefined();
 }
 
@@ -424,14 +421,9 @@ Napi::Value ProtectScores(const Napi::CallbackInfo& info) {
   ProtectParams p{static_cast<const float*>(in.data), static_cast<float*>(out.data), R, M, rpb == 0 ? 1 : rpb,
                   static_cast<int32_t>(sinks), static_cast<int32_t>(recent), static_cast<float>(sign), lens.ptr()};
   Dispatch d(env, op, device, stream);
-  if (device < 0) {
-    d.cpu([&] { return cpu::protect_scores(p); });
-  } else {
-#ifdef KVSIFT_WITH_CUDA
-    d.cuda_result(cuda::protect_scores(p, stream));
-    Touch(stream, {&in, &out});
-#endif
-  }
+  d.run([&] { cpu::protect_scores(p); },
+        [&] { return KVSIFT_CUDA_CALL(cuda::protect_scores(p, stream)); },
+        {&in, &out});
   return env.Undefined();
 }
 
@@ -476,15 +468,12 @@ Napi::Value Accumulate(const Napi::CallbackInfo& info) {
   p.step = step;
   p.scores = static_cast<float*>(s.data);
   Dispatch d(env, op, device, stream);
-  if (device < 0) {
-    d.cpu([&] { return cpu::accumulate(p); });
-  } else {
-#ifdef KVSIFT_WITH_CUDA
-    Temp ws(env, op, device, cuda::accumulate_workspace_bytes(p), stream);
-    d.cuda_result(cuda::accumulate(p, ws.get(), stream));
-    Touch(stream, {&q, &k, &s});
-#endif
-  }
+  d.run([&] { cpu::accumulate(p); },
+        [&] {
+          Temp ws(env, op, device, KVSIFT_CUDA_CALL(cuda::accumulate_workspace_bytes(p)), stream);
+          return KVSIFT_CUDA_CALL(cuda::accumulate(p, ws.get(), stream));
+        },
+        {&q, &k, &s});
   return env.Undefined();
 }
 
@@ -499,14 +488,9 @@ Napi::Value Gumbel(const Napi::CallbackInfo& info) {
                  static_cast<int32_t>(out.dim(3)), GetU64(env, op, o.Get("seed"), "seed"),
                  GetU64(env, op, o.Get("step"), "step"), static_cast<float*>(out.data)};
   Dispatch d(env, op, out.device, stream);
-  if (out.device < 0) {
-    d.cpu([&] { return cpu::gumbel(p); });
-  } else {
-#ifdef KVSIFT_WITH_CUDA
-    d.cuda_result(cuda::gumbel(p, stream));
-    Touch(stream, {&out});
-#endif
-  }
+  d.run([&] { cpu::gumbel(p); },
+        [&] { return KVSIFT_CUDA_CALL(cuda::gumbel(p, stream)); },
+        {&out});
   return env.Undefined();
 }
 
@@ -524,14 +508,9 @@ Napi::Value HeadReduce(const Napi::CallbackInfo& info) {
                      static_cast<int32_t>(in.dim(1)), static_cast<int32_t>(in.dim(2)),
                      static_cast<float>(GetNumber(env, op, o.Get("scale"), "scale"))};
   Dispatch d(env, op, device, stream);
-  if (device < 0) {
-    d.cpu([&] { return cpu::head_reduce(p); });
-  } else {
-#ifdef KVSIFT_WITH_CUDA
-    d.cuda_result(cuda::head_reduce(p, stream));
-    Touch(stream, {&in, &out});
-#endif
-  }
+  d.run([&] { cpu::head_reduce(p); },
+        [&] { return KVSIFT_CUDA_CALL(cuda::head_reduce(p, stream)); },
+        {&in, &out});
   return env.Undefined();
 }
 
