@@ -9,7 +9,7 @@
 #include <string>
 #include <vector>
 
-#include "../cuda/params.h"
+#include "../common/params.h"
 #include "buffer.h"
 #include "runtime.h"
 

@@ -39,8 +39,8 @@
 #include <cstddef>
 #include <cstdint>
 
-#include "params.h"
-#include "philox.h"
+#include "../common/params.h"
+#include "../common/philox.h"
 
 namespace kvsift::cuda::colsum {
 

@@ -1,6 +1,6 @@
 // kvsift/cuda/elementwise.cu: the small streaming ops around selection: protected scores
 // (L2 / Keyformer / H2O), the Gumbel noise grid (Keyformer) and the head sum (TOVA).
-// Semantics: cuda/params.h; each mirrors cpp/cpu/streaming.cc so both backends agree bit for bit
+// Semantics: common/params.h; each mirrors cpp/cpu/streaming.cc so both backends agree bit for bit
 // where the CPU reference is exact (protect, head_reduce, gumbel).
 #include <cuda_runtime.h>
 
@@ -8,7 +8,7 @@
 #include <cstdint>
 
 #include "launchers.h"
-#include "philox.h"
+#include "../common/philox.h"
 
 namespace kvsift::cuda {
 namespace {

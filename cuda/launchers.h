@@ -1,4 +1,4 @@
-// kvsift/cuda/launchers.h: the CUDA launchers. Each takes its params struct (cuda/params.h), a
+// kvsift/cuda/launchers.h: the CUDA launchers. Each takes its params struct (common/params.h), a
 // device workspace where it needs one, and a stream, and returns cudaError_t: it never
 // synchronizes the host, never allocates, and never aborts. The binding (cpp/) checks shapes and
 // owns the memory; the launcher only checks what it needs to launch (empty problems return
@@ -8,7 +8,7 @@
 
 #include <cstddef>
 
-#include "params.h"
+#include "../common/params.h"
 
 namespace kvsift::cuda {
 

@@ -7,7 +7,7 @@
 
 #include "attn_colsum.cuh"
 #include "launchers.h"
-#include "params.h"
+#include "../common/params.h"
 
 namespace kvsift::cuda {
 

@@ -1,4 +1,4 @@
-// kvsift/cuda/topk.cu: batched per-row top-k (TopkParams, cuda/params.h) by radix select.
+// kvsift/cuda/topk.cu: batched per-row top-k (TopkParams, common/params.h) by radix select.
 //
 // Every float maps to an order-preserving uint32 key (NaN lowest, -0 == +0). Three radix passes
 // over the key digits (11 + 11 + 10 bits, most significant first) find the k-th largest key T

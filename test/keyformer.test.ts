@@ -104,7 +104,7 @@ describe('the Philox4x32-10 reference (test/reference/philox.ts)', () => {
     expect(bad).toEqual([]);
   });
 
-  it("packs (seed, step, b*H+h, t, j) as cuda/philox.h does", () => {
+  it("packs (seed, step, b*H+h, t, j) as common/philox.h does", () => {
     const seed = 0x0123456789abcdefn;
     const step = 0xfedcba9876543210n;
     // counter {j, t, bh, step lo}, key {seed lo, seed hi ^ step hi}

@@ -1,7 +1,7 @@
 // kvsift/cpp/cpu/attn_colsum.h: the blocked core shared by snapkv_scores.cc and keyformer.cc.
 // Both ops are "softmax of each query row over its causally visible keys, then column sums":
 // SnapKV reduces the G*W window rows of a KV head into votes, Keyformer adds the G*T step rows
-// into its running scores. Semantics: cuda/params.h (SnapkvScoresParams, AccumulateParams).
+// into its running scores. Semantics: common/params.h (SnapkvScoresParams, AccumulateParams).
 //
 // Work unit: one (batch, KV head) "pair" against one tile of Tk keys. A tile of K is widened to
 // f32 and transposed once ([D][Tk], so the register kernel broadcasts q and streams keys), then
@@ -29,8 +29,8 @@
 #include <memory>
 #include <vector>
 
-#include "../../cuda/params.h"
-#include "../../cuda/philox.h"
+#include "../../common/params.h"
+#include "../../common/philox.h"
 #include "half.h"
 #include "parallel.h"
 

@@ -1,11 +1,11 @@
 // kvsift/cpp/cpu/cpu_ops.h: the CPU reference backend. Same params structs and semantics as the
-// CUDA launchers (cuda/params.h), pointers into host memory. Multi-threaded through
+// CUDA launchers (common/params.h), pointers into host memory. Multi-threaded through
 // parallel_for; the binding has already validated shapes, so these only compute.
 #pragma once
 #include <cstddef>
 #include <cstdint>
 
-#include "../../cuda/params.h"
+#include "../../common/params.h"
 
 namespace kvsift::cpu {
 

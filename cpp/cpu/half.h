@@ -4,7 +4,7 @@
 #include <cstdint>
 #include <cstring>
 
-#include "../../cuda/params.h"
+#include "../../common/params.h"
 
 namespace kvsift::cpu {
 

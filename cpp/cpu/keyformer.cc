@@ -1,5 +1,5 @@
 // kvsift/cpp/cpu/keyformer.cc: Keyformer / H2O / TOVA score accumulation on the CPU
-// (ALGORITHMS.md §3-4; semantics: AccumulateParams in cuda/params.h). The blocked two-pass core
+// (ALGORITHMS.md §3-4; semantics: AccumulateParams in common/params.h). The blocked two-pass core
 // is in attn_colsum.h, shared with SnapKV's votes.
 #include "attn_colsum.h"
 #include "cpu_ops.h"

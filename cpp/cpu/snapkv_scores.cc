@@ -1,5 +1,5 @@
 // kvsift/cpp/cpu/snapkv_scores.cc: SnapKV observation-window votes on the CPU (ALGORITHMS.md §1,
-// steps 1-4; semantics: SnapkvScoresParams in cuda/params.h). The blocked two-pass core is in
+// steps 1-4; semantics: SnapkvScoresParams in common/params.h). The blocked two-pass core is in
 // attn_colsum.h, shared with Keyformer's accumulation.
 #include "attn_colsum.h"
 #include "cpu_ops.h"

@@ -78,7 +78,7 @@ export function topkPositions(row: ArrayLike<number>, len: number, k: number): n
 
 /**
  * The protected row: +Infinity for the first `sinks` and the last `recent` of the first L entries,
- * sign * row elsewhere (cuda/params.h ProtectParams).
+ * sign * row elsewhere (common/params.h ProtectParams).
  */
 export function protect(row: ArrayLike<number>, L: number, sinks: number, recent: number, sign: number): Float64Array {
   const out = new Float64Array(row.length);

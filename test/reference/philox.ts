@@ -1,6 +1,6 @@
 /**
  * An independent TypeScript Philox4x32-10 (Salmon et al., SC'11), written from the paper's
- * definition rather than from cuda/philox.h, plus the counter/key packing and the uniform and
+ * definition rather than from common/philox.h, plus the counter/key packing and the uniform and
  * Gumbel mappings kvsift documents there. The tests check it against the Random123 known-answer
  * vectors first, then use it as the reference for keyformer.gumbel and keyformer.accumulate.
  */
@@ -71,7 +71,7 @@ function toU64(x: number | bigint): bigint {
 }
 
 /**
- * kvsift's packing (cuda/philox.h): counter = {j, t, b * H + h, low 32 bits of step},
+ * kvsift's packing (common/philox.h): counter = {j, t, b * H + h, low 32 bits of step},
  * key = {low 32 bits of seed, high 32 bits of seed XOR high 32 bits of step}.
  * Returns word 0 of the Philox output.
  */

@@ -1,6 +1,6 @@
 // kvsift/cpp/cpu/tests/check_attn.cc: standalone check of the CPU attention-column-sum ops,
 // snapkv_scores (cpp/cpu/snapkv_scores.cc) and accumulate (cpp/cpu/keyformer.cc), against a
-// naive double-precision reference written here from cuda/params.h alone; plus the other paths
+// naive double-precision reference written here from common/params.h alone; plus the other paths
 // of the shared core (recomputed logits, one pair per chunk) compared bit for bit, and the same
 // bits for any thread count. Not part of the addon. Build and run (one command line):
 //   g++ -std=gnu++17 -O3 -pthread cpp/cpu/tests/check_attn.cc cpp/cpu/snapkv_scores.cc
@@ -20,7 +20,7 @@
 #include <string>
 #include <vector>
 
-#include "../../../cuda/philox.h"
+#include "../../../common/philox.h"
 #include "../attn_colsum.h"  // the core itself, to run it with tiny scratch budgets
 #include "../cpu_ops.h"
 #include "../half.h"

@@ -16,7 +16,7 @@
 #include <string>
 #include <vector>
 
-#include "../../../cuda/philox.h"
+#include "../../../common/philox.h"
 #include "../cpu_ops.h"
 #include "../half.h"
 #include "../parallel.h"

@@ -1,4 +1,4 @@
-// kvsift/cuda/philox.h: the counter-based Philox4x32-10 generator (Salmon et al., SC'11), usable
+// kvsift/common/philox.h: the counter-based Philox4x32-10 generator (Salmon et al., SC'11), usable
 // from host and device code, so the CPU backend and the CUDA kernels draw the very same bits.
 // Keyformer's noise is keyed by (seed, step, batch, head, query, key): any element can be
 // regenerated on demand, which lets the two softmax passes share noise without storing it.

@@ -1,4 +1,4 @@
-// kvsift/cuda/params.h: the plain-C++ parameter structs shared by the CUDA launchers (cuda/*.cu)
+// kvsift/common/params.h: the plain-C++ parameter structs shared by the CUDA launchers (cuda/*.cu)
 // and the CPU reference backend (cpp/cpu/*.cc). No CUDA or N-API header is included here, so the
 // C++-only build compiles it too. Every pointer in a struct lives on the op's device (host memory
 // for the CPU backend, device memory for CUDA).
@@ -141,7 +141,7 @@ enum class NoiseKind : int32_t { None = 0, Gumbel = 1 };
 // j <= L-T+t (L = seq_lens ? seq_lens[b] : N). For every (b, hq, t):
 //   f[j] = softmax_j((q . k_j * scale + g[b, hq, t, j]) / tau)   over its visible keys
 //   scores[b, hq / G, j] += f[j]
-// g is philox_gumbel(seed, step, b, hq, t, j) from cuda/philox.h, or 0 for NoiseKind::None.
+// g is philox_gumbel(seed, step, b, hq, t, j) from common/philox.h, or 0 for NoiseKind::None.
 struct AccumulateParams {
   View4 q;          // [B, Hq, T, D]
   View4 k;          // [B, Hkv, N, D]
