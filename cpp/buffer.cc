@@ -1,5 +1,7 @@
 #include "buffer.h"
 
+#include <algorithm>
+
 #include "errors.h"
 #include "memory.h"
 
@@ -58,7 +60,8 @@ Napi::Object DeviceBuffer::Allocate(Napi::Env env, int device, size_t bytes, cud
   // Cap the hint: V8 only needs to know the object is heavy, and huge values trigger GCs that
   // cost more than they save.
   self->external_bytes_ = static_cast<int64_t>(bytes < (64u << 20) ? bytes : (64u << 20));
-  Napi::MemoryManagement::AdjustExternalMemory(env, self->external_bytes_);
+  int64_t total = 0;
+  napi_adjust_external_memory(env, self->external_bytes_, &total);
   return obj;
 }
 
@@ -88,11 +91,24 @@ DeviceBuffer* DeviceBuffer::From(Napi::Env env, Napi::Value v) {
   return static_cast<DeviceBuffer*>(native);
 }
 
+void DeviceBuffer::set_stream(cudaStream_t s) {
+  if (s == stream_) return;
+  auto it = std::find(other_streams_.begin(), other_streams_.end(), s);
+  if (it != other_streams_.end()) other_streams_.erase(it);
+  if (std::find(other_streams_.begin(), other_streams_.end(), stream_) == other_streams_.end()) {
+    other_streams_.push_back(stream_);
+  }
+  stream_ = s;
+}
+
 void DeviceBuffer::ReallyFree() {
-  if (owned_) device_free(device_, data_, bytes_, stream_);
+  if (owned_) device_free(device_, data_, bytes_, stream_, other_streams_);
+  other_streams_.clear();
   data_ = nullptr;
   if (external_bytes_ != 0 && env_ != nullptr) {
-    Napi::MemoryManagement::AdjustExternalMemory(Napi::Env(env_), -external_bytes_);
+    // Raw call: this runs in finalizers and destructors, where a throw would abort the process.
+    int64_t total = 0;
+    napi_adjust_external_memory(env_, -external_bytes_, &total);
     external_bytes_ = 0;
   }
 }

@@ -5,6 +5,7 @@
 #include <napi.h>
 
 #include <cstdint>
+#include <vector>
 
 #include "runtime.h"
 
@@ -26,8 +27,12 @@ class DeviceBuffer : public Napi::ObjectWrap<DeviceBuffer> {
   size_t bytes() const { return bytes_; }
   int device() const { return device_; }
   bool freed() const { return freed_; }
-  // Ops record the stream that last touched the memory; the free is ordered on it.
-  void set_stream(cudaStream_t s) { stream_ = s; }
+  // Ops record every stream that touches the memory (record-stream): the free is issued on the
+  // last one, after it waited for the others to reach that point, so a buffer used on several
+  // streams is never handed out again while one of them may still read or write it.
+  void set_stream(cudaStream_t s);
+  // Streams it was used on before the last one.
+  const std::vector<cudaStream_t>& other_streams() const { return other_streams_; }
 
   // Async readers keep the memory alive across a free() issued while they run.
   void pin() { ++pending_; }
@@ -54,6 +59,7 @@ class DeviceBuffer : public Napi::ObjectWrap<DeviceBuffer> {
   int64_t external_bytes_ = 0;  // reported to V8 so forgotten tensors create GC pressure
   napi_env env_ = nullptr;
   cudaStream_t stream_ = nullptr;
+  std::vector<cudaStream_t> other_streams_;
 };
 
 }  // namespace kvsift

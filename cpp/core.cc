@@ -2,7 +2,11 @@
 // synchronization. Op entry points live in cpp/ops_*.cc.
 #include <napi.h>
 
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
+#include <memory>
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -18,6 +22,39 @@
 #endif
 
 namespace kvsift {
+
+// ---- lifecycle -------------------------------------------------------------------------------
+// Node loads the addon once per environment (the main thread and every worker that requires
+// kvsift) into one copy of the library, and unloads it when the last of them is gone. Each
+// environment holds a reference on the process-wide state (the CPU thread pool, the host cache);
+// the last to go joins the pool's threads and returns the cached blocks, so no thread of the
+// library runs, and no block of it stays allocated, once it can be unloaded. Its instance data's
+// finalizer runs after the finalizers of its objects (every DeviceBuffer is freed by then).
+namespace {
+std::mutex g_env_mu;
+int g_envs = 0;
+
+void AttachEnv() {
+  std::lock_guard<std::mutex> lock(g_env_mu);
+  ++g_envs;
+}
+
+void DetachEnv() {
+  std::lock_guard<std::mutex> lock(g_env_mu);
+  if (--g_envs > 0) return;
+  cpu::stop_pool();
+  release_host_cache();
+}
+}  // namespace
+
+AddonData::~AddonData() { DetachEnv(); }
+
+bool EnvAlive(napi_env env) {
+  void* data = nullptr;
+  if (napi_get_instance_data(env, &data) != napi_ok || data == nullptr) return false;
+  return !static_cast<AddonData*>(data)->closing;
+}
+
 namespace {
 
 Napi::Value SetErrorClass(const Napi::CallbackInfo& info) {
@@ -93,12 +130,31 @@ Napi::Value Alloc(const Napi::CallbackInfo& info) {
   return DeviceBuffer::Allocate(env, device, static_cast<size_t>(bytes), stream);
 }
 
+// wrapPointer(ptr, bytes, device, alignment?): the engine's memory, never freed here. Nothing can
+// check that [ptr, ptr + bytes) is real, live memory on that device (the contract in
+// docs/ERRORS.md puts that on the caller); the cheap guards are null, alignment to the element
+// size (every kernel reads whole elements, the vector paths 16 bytes at a time from aligned
+// rows), and a range that does not wrap around the address space.
 Napi::Value WrapPointer(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  uint64_t ptr = GetU64(env, "fromDevicePointer", info[0], "ptr");
-  if (ptr == 0) ThrowInvalid(env, "fromDevicePointer", "ptr", "a non-null device pointer", "0n");
-  int64_t bytes = GetInt(env, "fromDevicePointer", info[1], "bytes", 0, kMaxBytes);
-  int device = GetDevice(env, "fromDevicePointer", info[2], "device");
+  const std::string op = "Tensor.fromDevicePointer";
+  uint64_t ptr = GetU64(env, op, info[0], "ptr");
+  if (ptr == 0) ThrowInvalid(env, op, "ptr", "a non-null device pointer", "0n");
+  int64_t bytes = GetInt(env, op, info[1], "bytes", 0, kMaxBytes);
+  int device = GetDevice(env, op, info[2], "device");
+  int64_t alignment = info.Length() > 3 && !info[3].IsUndefined() ? GetInt(env, op, info[3], "alignment", 1, 16) : 1;
+  if ((alignment & (alignment - 1)) != 0) ThrowInvalid(env, op, "alignment", "a power of two", std::to_string(alignment));
+  if (ptr % static_cast<uint64_t>(alignment) != 0) {
+    ThrowInvalid(env, op, "ptr", "an address aligned to " + std::to_string(alignment) + " bytes (the dtype's size)",
+                 "0x" + [&] {
+                   char buf[32];
+                   std::snprintf(buf, sizeof(buf), "%llx", static_cast<unsigned long long>(ptr));
+                   return std::string(buf);
+                 }());
+  }
+  if (ptr + static_cast<uint64_t>(bytes) < ptr) {
+    ThrowInvalid(env, op, "ptr", "a range that fits in the address space", "an address " + std::to_string(bytes) + " bytes below 2^64");
+  }
   return DeviceBuffer::Wrap(env, reinterpret_cast<void*>(static_cast<uintptr_t>(ptr)), static_cast<size_t>(bytes), device);
 }
 
@@ -125,8 +181,21 @@ HostView GetHostView(Napi::Env env, const std::string& op, Napi::Value v, const 
       env.GetAndClearPendingException();
       ThrowInvalid(env, op, name, "a TypedArray or ArrayBuffer", describe(v));
     }
-    Napi::TypedArray ta = v.As<Napi::TypedArray>();
-    return {static_cast<uint8_t*>(data), ta.ByteLength()};
+    // The view's real extent, as V8 keeps it (a detached or shrunk buffer reads as 0 elements),
+    // never a length a JS object claims.
+    size_t element = 1;
+    switch (type) {
+      case napi_int16_array: case napi_uint16_array: element = 2; break;
+      case napi_int32_array: case napi_uint32_array: case napi_float32_array: element = 4; break;
+      case napi_float64_array: case napi_bigint64_array: case napi_biguint64_array: element = 8; break;
+      default: element = 1;
+    }
+    if (data == nullptr) length = 0;
+    return {static_cast<uint8_t*>(data), length * element};
+  }
+  if (v.IsDataView()) {
+    Napi::DataView dv = v.As<Napi::DataView>();
+    return {static_cast<uint8_t*>(dv.Data()), dv.ByteLength()};
   }
   if (v.IsArrayBuffer()) {
     Napi::ArrayBuffer ab = v.As<Napi::ArrayBuffer>();
@@ -144,15 +213,23 @@ cudaMemcpyKind KindOf(int dst_device, int src_device) {
 }
 #endif
 
-// copyFromHost(dst, dstOffset, src, stream?): host -> buffer. Returns once src may be reused.
+// copyFromHost(dst, dstOffset, src, stream?, bytes?): host -> buffer. Returns once src may be
+// reused. With `bytes`, src must hold exactly that many bytes now: the caller's length was read
+// before user code (a getter, a lying TypedArray subclass) could detach or shrink the source.
 Napi::Value CopyFromHost(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   const std::string op = "copyFromHost";
   DeviceBuffer* dst = GetBuffer(env, op, info[0], "dst");
   int64_t off = GetInt(env, op, info[1], "dstOffset", 0, kMaxBytes);
-  HostView src = GetHostView(env, op, info[2], "src");
   cudaStream_t stream = GetStream(env, op, info[3]);
   (void)stream;
+  int64_t expected = info.Length() > 4 && !info[4].IsUndefined() ? GetInt(env, op, info[4], "bytes", 0, kMaxBytes) : -1;
+  // read last: nothing after this runs user code
+  HostView src = GetHostView(env, op, info[2], "src");
+  if (expected >= 0 && static_cast<int64_t>(src.bytes) != expected) {
+    ThrowInvalid(env, op, "src", "a source of " + std::to_string(expected) + " bytes",
+                 std::to_string(src.bytes) + " bytes (detached, resized or shorter than it claimed)");
+  }
   CheckRange(env, op, dst, off, static_cast<int64_t>(src.bytes), "dst");
   if (src.bytes == 0) return env.Undefined();
   if (dst->device() < 0) {
@@ -196,83 +273,190 @@ Napi::Value CopyToHost(const Napi::CallbackInfo& info) {
   return env.Undefined();
 }
 
-// Resolves a promise from a worker thread's result; the error object is made on the JS thread.
-class PromiseWorker : public Napi::AsyncWorker {
+// ---- asynchronous work ------------------------------------------------------------------------
+// An async job's JS-thread half never throws: it checks every N-API status itself, and when the
+// environment is going away (worker.terminate(), process.exit() inside a worker, both of which
+// still run pending completions while JS can no longer run) it drops the result instead of
+// throwing across the C boundary, which would abort the whole process.
+class AsyncJob {
  public:
-  PromiseWorker(Napi::Env env, std::string op)
-      : Napi::AsyncWorker(env, "kvsift"), deferred_(Napi::Promise::Deferred::New(env)), op_(std::move(op)) {}
-  Napi::Promise Promise() { return deferred_.Promise(); }
+  virtual ~AsyncJob() = default;
+
+  // Queues the job and returns its promise; on failure (the environment is closing) throws.
+  static Napi::Value Start(Napi::Env env, std::unique_ptr<AsyncJob> job) {
+    napi_value promise = nullptr, name = nullptr;
+    if (napi_create_promise(env, &job->deferred_, &promise) != napi_ok ||
+        napi_create_string_utf8(env, "kvsift", NAPI_AUTO_LENGTH, &name) != napi_ok ||
+        napi_create_async_work(env, nullptr, name, ExecuteThunk, CompleteThunk, job.get(), &job->work_) != napi_ok) {
+      throw Napi::Error::New(env);
+    }
+    if (napi_queue_async_work(env, job->work_) != napi_ok) {
+      napi_delete_async_work(env, job->work_);
+      throw Napi::Error::New(env);
+    }
+    job.release();  // owned by the work now; CompleteThunk deletes it
+    return Napi::Value(env, promise);
+  }
 
  protected:
-  void OnOK() override {
-    Napi::Env env = Env();
-    Cleanup();
-    if (cuda_error_ != 0) {
-      Napi::Error err = MakeError(env, cuda_is_out_of_memory(cuda_error_) ? code::kOutOfMemory : code::kCuda,
-                                  op_ + ": " + cuda_error_name(cuda_error_) + ": " + cuda_error_string(cuda_error_));
-      err.Set("cudaError", Napi::String::New(env, cuda_error_name(cuda_error_)));
-      err.Set("op", Napi::String::New(env, op_));
-      deferred_.Reject(err.Value());
-    } else if (!custom_code_.empty()) {
-      deferred_.Reject(MakeError(env, custom_code_.c_str(), op_ + ": " + custom_message_).Value());
-    } else {
-      deferred_.Resolve(Result(env));
-    }
+  explicit AsyncJob(std::string op) : op_(std::move(op)) {}
+  // On a libuv thread; nothing in it may touch JS.
+  virtual void Execute() = 0;
+  // On the JS thread, with a live environment: the value to resolve with.
+  virtual napi_value Result(napi_env env) {
+    napi_value u = nullptr;
+    napi_get_undefined(env, &u);
+    return u;
   }
-  void OnError(const Napi::Error& e) override {
-    Cleanup();
-    deferred_.Reject(e.Value());
-  }
-  virtual Napi::Value Result(Napi::Env env) { return env.Undefined(); }
-  virtual void Cleanup() {}
+  // On the JS thread, always exactly once, even when the environment is closing: drop references.
+  virtual void Release(napi_env env) {}
 
-  Napi::Promise::Deferred deferred_;
   std::string op_;
   int cuda_error_ = 0;
   std::string custom_code_, custom_message_;
-};
-
-class CopyToHostWorker : public PromiseWorker {
- public:
-  CopyToHostWorker(Napi::Env env, Napi::Object buffer_obj, DeviceBuffer* src, int64_t offset, int64_t bytes,
-                   cudaStream_t stream)
-      : PromiseWorker(env, "copyToHostAsync"), src_(src), offset_(offset), stream_(stream), host_(bytes) {
-    ref_ = Napi::Persistent(buffer_obj);
-    src_->pin();
-  }
-  void Execute() override {
-    if (host_.empty()) return;
-    const uint8_t* from = static_cast<const uint8_t*>(src_->data()) + offset_;
-    if (src_->device() < 0) {
-      std::memcpy(host_.data(), from, host_.size());
-      return;
-    }
-#ifdef KVSIFT_WITH_CUDA
-    cuda_error_ = cudaSetDevice(src_->device());
-    if (cuda_error_ == 0) cuda_error_ = cudaMemcpyAsync(host_.data(), from, host_.size(), cudaMemcpyDeviceToHost, stream_);
-    if (cuda_error_ == 0) cuda_error_ = cudaStreamSynchronize(stream_);
-#endif
-  }
-  Napi::Value Result(Napi::Env env) override {
-    Napi::ArrayBuffer ab = Napi::ArrayBuffer::New(env, host_.size());
-    if (!host_.empty()) std::memcpy(ab.Data(), host_.data(), host_.size());
-    return ab;
-  }
-  void Cleanup() override {
-    src_->unpin();
-    ref_.Reset();
-  }
 
  private:
-  DeviceBuffer* src_;
-  int64_t offset_;
-  cudaStream_t stream_;
-  std::vector<uint8_t> host_;
-  Napi::ObjectReference ref_;
+  static void ExecuteThunk(napi_env, void* data) {
+    AsyncJob* job = static_cast<AsyncJob*>(data);
+    try {
+      job->Execute();
+    } catch (const std::bad_alloc&) {
+      job->custom_code_ = code::kOutOfMemory;
+      job->custom_message_ = "out of host memory";
+    } catch (...) {
+      job->custom_code_ = code::kUnsupported;
+      job->custom_message_ = "an internal error";
+    }
+  }
+
+  static void CompleteThunk(napi_env env, napi_status status, void* data) {
+    AsyncJob* job = static_cast<AsyncJob*>(data);
+    if (status == napi_ok && EnvAlive(env)) {
+      napi_handle_scope scope = nullptr;
+      if (napi_open_handle_scope(env, &scope) == napi_ok) {
+        try {
+          job->Settle(env);
+        } catch (...) {
+          // a Napi::Error from a failed call: the environment is closing; nobody is waiting
+        }
+        // an exception a failed call left behind has no JS caller to go to
+        bool pending = false;
+        if (napi_is_exception_pending(env, &pending) == napi_ok && pending) {
+          napi_value ignored = nullptr;
+          napi_get_and_clear_last_exception(env, &ignored);
+        }
+        napi_close_handle_scope(env, scope);
+      }
+    }
+    try {
+      job->Release(env);
+    } catch (...) {
+    }
+    napi_delete_async_work(env, job->work_);
+    delete job;
+  }
+
+  void Settle(napi_env env) {
+    Napi::Env e(env);
+    if (cuda_error_ != 0) {
+      Napi::Error err = MakeError(e, cuda_is_out_of_memory(cuda_error_) ? code::kOutOfMemory : code::kCuda,
+                                  op_ + ": " + cuda_error_name(cuda_error_) + ": " + cuda_error_string(cuda_error_));
+      err.Set("cudaError", Napi::String::New(e, cuda_error_name(cuda_error_)));
+      err.Set("op", Napi::String::New(e, op_));
+      napi_reject_deferred(env, deferred_, err.Value());
+    } else if (!custom_code_.empty()) {
+      napi_reject_deferred(env, deferred_, MakeError(e, custom_code_.c_str(), op_ + ": " + custom_message_).Value());
+    } else {
+      napi_value result = Result(env);
+      if (result != nullptr) napi_resolve_deferred(env, deferred_, result);
+    }
+  }
+
+  napi_deferred deferred_ = nullptr;
+  napi_async_work work_ = nullptr;
 };
 
-// copyToHostAsync(src, srcOffset, bytes, stream?) -> Promise<ArrayBuffer>; the event loop keeps
-// running while the device finishes.
+// A promise already rejected with a KvsiftError (allocation failures of async calls reject, as
+// every other failure of theirs does, instead of throwing or aborting).
+Napi::Value Rejected(Napi::Env env, const char* code, const std::string& message) {
+  Napi::Promise::Deferred d = Napi::Promise::Deferred::New(env);
+  d.Reject(MakeError(env, code, message).Value());
+  return d.Promise();
+}
+
+// Host memory for an async read's result: malloc'ed (so failure is a null, not an abort inside
+// V8's allocator) and handed to V8 as an external ArrayBuffer.
+struct HostResult {
+  void* data = nullptr;
+  size_t bytes = 0;
+  bool Allocate(size_t n) {
+    bytes = n;
+    data = std::malloc(n == 0 ? 1 : n);
+    return data != nullptr;
+  }
+  // Moves the memory into a new ArrayBuffer (nullptr on failure; the memory is then still ours).
+  napi_value Hand(napi_env env) {
+    napi_value ab = nullptr;
+    if (napi_create_external_arraybuffer(
+            env, data, bytes, [](napi_env, void* p, void*) { std::free(p); }, nullptr, &ab) == napi_ok) {
+      data = nullptr;
+      return ab;
+    }
+    // runtimes that forbid external buffers: copy into a V8-owned one
+    bool pending = false;
+    if (napi_is_exception_pending(env, &pending) == napi_ok && pending) {
+      napi_value ignored;
+      napi_get_and_clear_last_exception(env, &ignored);
+    }
+    void* into = nullptr;
+    if (napi_create_arraybuffer(env, bytes, &into, &ab) != napi_ok) return nullptr;
+    if (bytes != 0) std::memcpy(into, data, bytes);
+    return ab;
+  }
+  ~HostResult() { std::free(data); }
+};
+
+#ifdef KVSIFT_WITH_CUDA
+// A CUDA read: the bytes were snapshotted, in stream order at the call, into a temporary device
+// buffer; this waits for that copy (off the JS thread) and brings it to the host.
+class CudaReadJob : public AsyncJob {
+ public:
+  CudaReadJob(int device, void* snapshot, size_t bytes, cudaStream_t stream)
+      : AsyncJob("toArrayAsync"), device_(device), snapshot_(snapshot), bytes_(bytes), stream_(stream) {}
+  HostResult host;
+
+ protected:
+  void Execute() override {
+    cuda_error_ = cudaSetDevice(device_);
+    if (cuda_error_ == 0 && bytes_ != 0) {
+      cuda_error_ = cudaMemcpyAsync(host.data, snapshot_, bytes_, cudaMemcpyDeviceToHost, stream_);
+    }
+    if (cuda_error_ == 0) cuda_error_ = cudaStreamSynchronize(stream_);
+  }
+  napi_value Result(napi_env env) override {
+    napi_value ab = host.Hand(env);
+    if (ab == nullptr) {
+      custom_code_ = code::kOutOfMemory;
+      custom_message_ = "out of host memory for " + std::to_string(bytes_) + " bytes";
+    }
+    return ab;
+  }
+  void Release(napi_env) override { device_free(device_, snapshot_, bytes_, stream_); }
+
+ private:
+  int device_;
+  void* snapshot_;
+  size_t bytes_;
+  cudaStream_t stream_;
+};
+#endif
+
+// copyToHostAsync(src, srcOffset, bytes, stream?) -> Promise<ArrayBuffer>. The result is the
+// buffer as of the call, as stream order gives on CUDA: work issued after the call (an in-place
+// op, a dispose) never shows in it. The CPU backend copies at once (its ops complete on return,
+// so this is the same snapshot, and no read can race a later op); CUDA copies, in stream order,
+// into a temporary device buffer and brings that to the host off the JS thread. Allocation
+// failures reject with ERR_OUT_OF_MEMORY.
 Napi::Value CopyToHostAsync(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   const std::string op = "copyToHostAsync";
@@ -280,12 +464,52 @@ Napi::Value CopyToHostAsync(const Napi::CallbackInfo& info) {
   int64_t off = GetInt(env, op, info[1], "srcOffset", 0, kMaxBytes);
   int64_t bytes = GetInt(env, op, info[2], "bytes", 0, kMaxBytes);
   cudaStream_t stream = GetStream(env, op, info[3]);
-  (void)stream;
   CheckRange(env, op, src, off, bytes, "src");
-  auto* worker = new CopyToHostWorker(env, info[0].As<Napi::Object>(), src, off, bytes, stream);
-  Napi::Promise promise = worker->Promise();
-  worker->Queue();
-  return promise;
+  auto host_oom = [&] {
+    return Rejected(env, code::kOutOfMemory,
+                    "toArrayAsync: out of host memory for a copy of " + std::to_string(bytes) + " bytes");
+  };
+  const uint8_t* from = static_cast<const uint8_t*>(src->data()) + off;
+  if (src->device() < 0) {
+    HostResult host;
+    if (!host.Allocate(static_cast<size_t>(bytes))) return host_oom();
+    if (bytes != 0) std::memcpy(host.data, from, static_cast<size_t>(bytes));
+    napi_value ab = host.Hand(env);
+    if (ab == nullptr) return host_oom();
+    Napi::Promise::Deferred d = Napi::Promise::Deferred::New(env);
+    d.Resolve(Napi::Value(env, ab));
+    return d.Promise();
+  }
+#ifdef KVSIFT_WITH_CUDA
+  void* snapshot = nullptr;
+  int err = bytes == 0 ? 0 : device_alloc(src->device(), static_cast<size_t>(bytes), stream, &snapshot);
+  if (err != 0) {
+    if (cuda_is_out_of_memory(err)) {
+      return Rejected(env, code::kOutOfMemory, "toArrayAsync: out of memory on " + device_name(src->device()) +
+                                                   " for a snapshot of " + std::to_string(bytes) + " bytes");
+    }
+    ThrowCuda(env, "toArrayAsync", err);
+  }
+  auto job = std::make_unique<CudaReadJob>(src->device(), snapshot, static_cast<size_t>(bytes), stream);
+  if (!job->host.Allocate(static_cast<size_t>(bytes))) {
+    device_free(src->device(), snapshot, static_cast<size_t>(bytes), stream);
+    return host_oom();
+  }
+  if (bytes != 0) {
+    DeviceGuard guard(src->device());
+    int copy_err = guard.error();
+    if (copy_err == 0) copy_err = cudaMemcpyAsync(snapshot, from, static_cast<size_t>(bytes), cudaMemcpyDeviceToDevice, stream);
+    if (copy_err != 0) {
+      device_free(src->device(), snapshot, static_cast<size_t>(bytes), stream);
+      ThrowCuda(env, "toArrayAsync", copy_err);
+    }
+    src->set_stream(stream);
+  }
+  return AsyncJob::Start(env, std::move(job));
+#else
+  (void)stream;
+  return env.Undefined();
+#endif
 }
 
 // copyBuffer(dst, dstOffset, src, srcOffset, bytes, stream?): any device to any device.
@@ -377,11 +601,13 @@ Napi::Value StreamDestroy(const Napi::CallbackInfo& info) {
   return env.Undefined();
 }
 
-class SyncWorker : public PromiseWorker {
+class SyncJob : public AsyncJob {
  public:
-  SyncWorker(Napi::Env env, int device, cudaStream_t stream, bool whole_device)
-      : PromiseWorker(env, whole_device ? "synchronize" : "stream.synchronize"),
-        device_(device), stream_(stream), whole_device_(whole_device) {}
+  SyncJob(int device, cudaStream_t stream, bool whole_device)
+      : AsyncJob(whole_device ? "synchronize" : "stream.synchronize"), device_(device), stream_(stream),
+        whole_device_(whole_device) {}
+
+ protected:
   void Execute() override {
     if (device_ < 0) return;
 #ifdef KVSIFT_WITH_CUDA
@@ -405,23 +631,26 @@ class SyncWorker : public PromiseWorker {
   bool whole_device_;
 };
 
+// On the CPU every op completed on return: the promise resolves at once, with no thread involved.
+Napi::Value Resolved(Napi::Env env) {
+  Napi::Promise::Deferred d = Napi::Promise::Deferred::New(env);
+  d.Resolve(env.Undefined());
+  return d.Promise();
+}
+
 Napi::Value StreamSynchronize(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   int device = GetDevice(env, "stream.synchronize", info[0], "device");
   cudaStream_t s = GetStream(env, "stream.synchronize", info[1]);
-  auto* worker = new SyncWorker(env, device, s, false);
-  Napi::Promise p = worker->Promise();
-  worker->Queue();
-  return p;
+  if (device < 0) return Resolved(env);
+  return AsyncJob::Start(env, std::make_unique<SyncJob>(device, s, false));
 }
 
 Napi::Value DeviceSynchronize(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   int device = GetDevice(env, "synchronize", info[0], "device");
-  auto* worker = new SyncWorker(env, device, nullptr, true);
-  Napi::Promise p = worker->Promise();
-  worker->Queue();
-  return p;
+  if (device < 0) return Resolved(env);
+  return AsyncJob::Start(env, std::make_unique<SyncJob>(device, nullptr, true));
 }
 
 Napi::Value MemoryStatsJs(const Napi::CallbackInfo& info) {
@@ -439,6 +668,12 @@ Napi::Value MemoryStatsJs(const Napi::CallbackInfo& info) {
 }  // namespace
 
 void RegisterCore(Napi::Env env, Napi::Object exports) {
+  AddonData* data = new AddonData();
+  AttachEnv();
+  env.SetInstanceData<AddonData>(data);
+  // Completions that arrive after the environment's cleanup hooks ran settle nothing (earlier ones,
+  // flushed while JS can no longer run, find their N-API calls failing and drop the result).
+  napi_add_env_cleanup_hook(env, [](void* d) { static_cast<AddonData*>(d)->closing = true; }, data);
   exports.Set("DeviceBuffer", DeviceBuffer::Init(env));
   exports.Set("setErrorClass", Napi::Function::New(env, SetErrorClass, "setErrorClass"));
   exports.Set("buildInfo", Napi::Function::New(env, BuildInfo, "buildInfo"));

@@ -5,12 +5,8 @@
 namespace kvsift {
 
 AddonData& GetAddonData(Napi::Env env) {
-  AddonData* data = env.GetInstanceData<AddonData>();
-  if (data == nullptr) {
-    data = new AddonData();
-    env.SetInstanceData<AddonData>(data);
-  }
-  return *data;
+  // RegisterCore sets it before anything else can run
+  return *env.GetInstanceData<AddonData>();
 }
 
 Napi::Error MakeError(Napi::Env env, const char* code, const std::string& message) {

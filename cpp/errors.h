@@ -18,12 +18,18 @@ constexpr const char* kIndexOutOfRange = "ERR_INDEX_OUT_OF_RANGE";
 constexpr const char* kUnsupported = "ERR_UNSUPPORTED";
 }  // namespace code
 
-// Per-environment state: the registered KvsiftError class and the DeviceBuffer constructor.
+// Per-environment state: the registered KvsiftError class and the DeviceBuffer constructor. Made
+// by RegisterCore, deleted with its environment (cpp/core.cc: the last one stops the CPU pool).
 struct AddonData {
   Napi::FunctionReference error_class;
   Napi::FunctionReference buffer_ctor;
+  // set by an environment cleanup hook: the environment is closing and JS can no longer run
+  bool closing = false;
+  ~AddonData();
 };
 AddonData& GetAddonData(Napi::Env env);
+// False once the environment started closing: async completions then settle nothing.
+bool EnvAlive(napi_env env);
 
 // Builds a KvsiftError (or a plain Error with .code when none is registered yet).
 Napi::Error MakeError(Napi::Env env, const char* code, const std::string& message);

@@ -1,7 +1,9 @@
 #include "memory.h"
 
 #include <atomic>
+#include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <map>
 #include <mutex>
 #include <unordered_map>
@@ -47,6 +49,53 @@ std::unordered_set<cudaStream_t> g_dead_streams;
   return g_dead_streams.count(s) != 0;
 }
 
+int64_t EnvBytes(const char* name) {
+  const char* v = std::getenv(name);
+  if (v == nullptr || *v == 0) return 0;
+  char* end = nullptr;
+  double d = std::strtod(v, &end);
+  return d > 0 ? static_cast<int64_t>(d) : 0;
+}
+
+bool PoisonEnabled() {
+  static const bool on = [] {
+    const char* v = std::getenv("KVSIFT_DEBUG_POISON");
+    return v != nullptr && std::strcmp(v, "1") == 0;
+  }();
+  return on;
+}
+
+// MemAvailable from /proc/meminfo in bytes; -1 when it cannot be read (not Linux).
+int64_t MemAvailable() {
+  std::FILE* f = std::fopen("/proc/meminfo", "r");
+  if (f == nullptr) return -1;
+  char line[256];
+  int64_t kb = -1, total_kb = -1;
+  while (std::fgets(line, sizeof(line), f) != nullptr) {
+    long long v = 0;
+    if (std::sscanf(line, "MemAvailable: %lld kB", &v) == 1) kb = v;
+    if (std::sscanf(line, "MemTotal: %lld kB", &v) == 1) total_kb = v;
+  }
+  std::fclose(f);
+  if (kb < 0 || total_kb <= 0) return -1;
+  // keep 1/16 of the machine for everyone else
+  return (kb - total_kb / 16) * 1024;
+}
+
+// The host memory guard (see memory.h), first half: kvsift's own budget, when one is set.
+bool WithinBudget(size_t bytes, int64_t live) {
+  static const int64_t limit = EnvBytes("KVSIFT_CPU_MEMORY_LIMIT");
+  return limit <= 0 || live + static_cast<int64_t>(bytes) <= limit;
+}
+
+// Second half, for new blocks only (cache hits cost the machine nothing): room on the machine.
+bool SystemHasRoom(size_t bytes) {
+  if (bytes < (size_t{1} << 20)) return true;
+  int64_t available = MemAvailable();
+  return available < 0 || static_cast<int64_t>(bytes) <= available;
+}
+
+
 // Host memory for CPU tensors. glibc hands blocks of 32 MiB and more to mmap and unmaps them on
 // free, so every op output would page-fault its way in again (about 3x slower for l2.compress at
 // 4k tokens). Like CUDA's pool, large blocks are kept for reuse, up to a cap. Sanitizer builds
@@ -75,6 +124,7 @@ class HostCache {
       void* p = TryAlloc(want);
       if (p != nullptr) {
         std::lock_guard<std::mutex> lock(mu_);
+        released_ = false;
         capacity_[p] = want;
       }
       return p;
@@ -88,7 +138,7 @@ class HostCache {
       std::lock_guard<std::mutex> lock(mu_);
       auto it = capacity_.find(p);
       if (it != capacity_.end()) {
-        if (cached_ + it->second <= kMaxCached) {
+        if (!released_ && cached_ + it->second <= kMaxCached) {
           free_.emplace(it->second, p);
           cached_ += it->second;
           return;
@@ -101,6 +151,10 @@ class HostCache {
 
  private:
   void* TryAlloc(size_t bytes) {
+    if (!SystemHasRoom(bytes)) {
+      Trim();
+      if (!SystemHasRoom(bytes)) return nullptr;
+    }
     void* p = std::aligned_alloc(64, bytes);
     if (p == nullptr) {
       Trim();
@@ -108,6 +162,8 @@ class HostCache {
     }
     return p;
   }
+
+ public:
   void Trim() {
     std::lock_guard<std::mutex> lock(mu_);
     for (auto& [size, p] : free_) {
@@ -117,17 +173,30 @@ class HostCache {
     free_.clear();
     cached_ = 0;
   }
+  // Trim, and keep nothing that comes back until the next allocation (the last environment went).
+  void Release() {
+    Trim();
+    std::lock_guard<std::mutex> lock(mu_);
+    released_ = true;
+    if (capacity_.empty()) std::unordered_map<void*, size_t>().swap(capacity_);
+  }
 
+ private:
   std::mutex mu_;
+  bool released_ = false;
   std::multimap<size_t, void*> free_;
   std::unordered_map<void*, size_t> capacity_;
   size_t cached_ = 0;
 };
 
 HostCache& host_cache() {
-  static HostCache* cache = new HostCache();  // leaked: tensors may be finalized at exit
+  // Never destroyed (tensors may be finalized at exit), and not heap-allocated either, so an
+  // unload of the library leaves nothing behind once release_host_cache() emptied it.
+  alignas(HostCache) static unsigned char storage[sizeof(HostCache)];
+  static HostCache* cache = new (storage) HostCache();
   return *cache;
 }
+
 
 #ifdef KVSIFT_WITH_CUDA
 std::once_flag g_pool_once[kMaxDevices];
@@ -152,8 +221,10 @@ int device_alloc(int device, size_t bytes, cudaStream_t stream, void** out) {
   size_t rounded = bytes == 0 ? 256 : (bytes + 255) / 256 * 256;
   if (rounded < bytes) return 2;  // overflow
   if (device < 0) {
+    if (!WithinBudget(rounded, counters_for(device).bytes.load())) return 2;
     void* p = host_cache().Alloc(rounded);
     if (p == nullptr) return 2;
+    if (PoisonEnabled()) std::memset(p, 0xFF, rounded);
     *out = p;
     count_alloc(device, bytes);
     return 0;
@@ -207,6 +278,34 @@ void device_free(int device, void* ptr, size_t bytes, cudaStream_t stream) {
   (void)bytes;
 #endif
 }
+
+void device_free(int device, void* ptr, size_t bytes, cudaStream_t stream, const std::vector<cudaStream_t>& also_used_on) {
+#ifdef KVSIFT_WITH_CUDA
+  if (ptr != nullptr && device >= 0 && !also_used_on.empty()) {
+    DeviceGuard guard(device);
+    cudaStream_t on = is_dead(stream) ? nullptr : stream;
+    for (cudaStream_t other : also_used_on) {
+      if (other == on || is_dead(other)) continue;
+      cudaEvent_t reached;
+      if (cudaEventCreateWithFlags(&reached, cudaEventDisableTiming) != cudaSuccess) {
+        // no event to order with: wait on the host instead (slow, never wrong)
+        cudaGetLastError();
+        cudaStreamSynchronize(other);
+        cudaGetLastError();
+        continue;
+      }
+      // an engine's stream it destroyed itself fails here: its work is over then
+      if (cudaEventRecord(reached, other) == cudaSuccess) cudaStreamWaitEvent(on, reached, 0);
+      cudaEventDestroy(reached);  // released once it completes; the wait above is already queued
+      cudaGetLastError();
+    }
+    stream = on;
+  }
+#endif
+  device_free(device, ptr, bytes, stream);
+}
+
+void release_host_cache() { host_cache().Release(); }
 
 void note_stream_created(cudaStream_t stream) {
   std::lock_guard<std::mutex> lock(g_dead_mu);

@@ -100,26 +100,48 @@ int ConfiguredThreads() {
   return hw == 0 ? 1 : static_cast<int>(std::min(hw, 256u));
 }
 
+std::mutex g_pool_mu;
+Pool* g_pool = nullptr;  // guarded by g_pool_mu
+
+int Threads() {
+  static const int threads = ConfiguredThreads();
+  return threads;
+}
+
 Pool& GlobalPool() {
-  // Leaked on purpose: joining threads from a static destructor at process exit can deadlock
-  // when Node tears the addon down.
-  static Pool* pool = new Pool(ConfiguredThreads());
-  return *pool;
+  std::lock_guard<std::mutex> lock(g_pool_mu);
+  if (g_pool == nullptr) g_pool = new Pool(Threads());
+  return *g_pool;
 }
 
 }  // namespace
 
-int num_threads() { return GlobalPool().threads(); }
+int num_threads() { return Threads(); }
+
+void stop_pool() {
+  Pool* pool = nullptr;
+  {
+    std::lock_guard<std::mutex> lock(g_pool_mu);
+    std::swap(pool, g_pool);
+  }
+  delete pool;  // joins the threads
+}
+
+int pool_threads_running() {
+  std::lock_guard<std::mutex> lock(g_pool_mu);
+  return g_pool == nullptr ? 0 : g_pool->threads() - 1;
+}
 
 void parallel_for(int64_t n, int64_t grain, const std::function<void(int64_t, int64_t)>& fn) {
   if (n <= 0) return;
   grain = std::max<int64_t>(grain, 1);
-  Pool& pool = GlobalPool();
-  int threads = pool.threads();
+  int threads = Threads();
   if (threads <= 1 || n <= grain) {
     fn(0, n);
     return;
   }
+  // Callers run inside a live environment, which keeps stop_pool() away until they return.
+  Pool& pool = GlobalPool();
   // About four chunks per thread balances uneven rows without much scheduling overhead.
   int64_t chunk = std::max<int64_t>(grain, (n + threads * 4 - 1) / (threads * 4));
   pool.Run(n, chunk, fn);

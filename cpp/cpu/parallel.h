@@ -15,4 +15,11 @@ int num_threads();
 // grain: the smallest chunk worth handing to another thread.
 void parallel_for(int64_t n, int64_t grain, const std::function<void(int64_t, int64_t)>& fn);
 
+// The pool's threads are started on first use and joined by stop_pool(), which the binding calls
+// when the last Node environment using the addon goes away (a worker that loaded kvsift exits):
+// no thread of the pool may outlive an unload of the library. Needs no running parallel_for.
+void stop_pool();
+// Threads the pool runs now (0 when stopped), for tests.
+int pool_threads_running();
+
 }  // namespace kvsift::cpu
