@@ -63,8 +63,10 @@ export interface Binding {
   cudaDeviceCount(): number;
   cudaDeviceInfo(device: number): NativeDeviceInfo;
   alloc(device: number, bytes: number, stream?: bigint): DeviceBuffer;
-  wrapPointer(ptr: bigint, bytes: number, device: number): DeviceBuffer;
-  copyFromHost(dst: DeviceBuffer, dstOffset: number, src: ArrayBufferView | ArrayBuffer, stream?: bigint): void;
+  /** alignment: the dtype's size; ptr must be a multiple of it. */
+  wrapPointer(ptr: bigint, bytes: number, device: number, alignment?: number): DeviceBuffer;
+  /** bytes: when given, src must hold exactly that many bytes now (re-checked after user code ran). */
+  copyFromHost(dst: DeviceBuffer, dstOffset: number, src: ArrayBufferView | ArrayBuffer, stream?: bigint, bytes?: number): void;
   copyToHost(src: DeviceBuffer, srcOffset: number, dst: ArrayBufferView | ArrayBuffer, stream?: bigint): void;
   copyToHostAsync(src: DeviceBuffer, srcOffset: number, bytes: number, stream?: bigint): Promise<ArrayBuffer>;
   copyBuffer(dst: DeviceBuffer, dstOffset: number, src: DeviceBuffer, srcOffset: number, bytes: number, stream?: bigint): void;

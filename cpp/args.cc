@@ -42,6 +42,32 @@ std::string describe(Napi::Value v) {
   return "an object";
 }
 
+Napi::Value GetOwn(Napi::Object obj, const char* key) {
+  Napi::Env env = obj.Env();
+  bool own = false;
+  napi_value k = Napi::String::New(env, key);
+  if (napi_has_own_property(env, obj, k, &own) != napi_ok) throw Napi::Error::New(env);
+  return own ? obj.Get(k) : env.Undefined();
+}
+
+Napi::Object OwnSnapshot(Napi::Env env, Napi::Object obj) {
+  napi_value names_v = nullptr;
+  if (napi_get_all_property_names(env, obj, napi_key_own_only,
+                                  static_cast<napi_key_filter>(napi_key_enumerable | napi_key_skip_symbols),
+                                  napi_key_numbers_to_strings, &names_v) != napi_ok) {
+    throw Napi::Error::New(env);
+  }
+  Napi::Array names(env, names_v);
+  Napi::Object copy = Napi::Object::New(env);
+  AddonData& data = GetAddonData(env);
+  data.set_prototype_of.Call({copy, env.Null()});
+  for (uint32_t i = 0, n = names.Length(); i < n; ++i) {
+    Napi::Value key = names.Get(i);
+    copy.Set(key, obj.Get(key));
+  }
+  return copy;
+}
+
 DeviceBuffer* GetBuffer(Napi::Env env, const std::string& op, Napi::Value v, const std::string& name) {
   DeviceBuffer* buf = DeviceBuffer::From(env, v);
   if (buf == nullptr) ThrowInvalid(env, op, name, "a DeviceBuffer", describe(v));
@@ -52,7 +78,7 @@ DeviceBuffer* GetBuffer(Napi::Env env, const std::string& op, Napi::Value v, con
 TensorArg GetTensor(Napi::Env env, const std::string& op, Napi::Value v, const std::string& name) {
   if (!v.IsObject() || v.IsArray()) ThrowInvalid(env, op, name, "a Tensor", describe(v));
   Napi::Object obj = v.As<Napi::Object>();
-  Napi::Value bufv = obj.Get("_buffer");
+  Napi::Value bufv = GetOwn(obj, "_buffer");
   DeviceBuffer* buf = DeviceBuffer::From(env, bufv);
   if (buf == nullptr) ThrowInvalid(env, op, name, "a Tensor", describe(v));
   if (buf->freed()) Throw(env, code::kDisposed, op + ": " + name + " is disposed");
@@ -62,9 +88,9 @@ TensorArg GetTensor(Napi::Env env, const std::string& op, Napi::Value v, const s
   buf->pin();
   t.pin = std::shared_ptr<void>(nullptr, [buf](void*) { buf->unpin(); });
   t.device = buf->device();
-  int64_t code = GetInt(env, op, obj.Get("_dtypeCode"), name + ".dtype", 0, 4);
+  int64_t code = GetInt(env, op, GetOwn(obj, "_dtypeCode"), name + ".dtype", 0, 4);
   t.dtype = static_cast<DType>(code);
-  Napi::Value sv = obj.Get("shape");
+  Napi::Value sv = GetOwn(obj, "shape");
   if (!sv.IsArray()) ThrowInvalid(env, op, name + ".shape", "an array", describe(sv));
   Napi::Array arr = sv.As<Napi::Array>();
   uint32_t rank = arr.Length();
@@ -122,6 +148,13 @@ double GetNumber(Napi::Env env, const std::string& op, Napi::Value v, const std:
   double d = v.As<Napi::Number>().DoubleValue();
   if (!std::isfinite(d)) ThrowInvalid(env, op, name, "a finite number", describe(v));
   return d;
+}
+
+float GetF32(Napi::Env env, const std::string& op, Napi::Value v, const std::string& name) {
+  double d = GetNumber(env, op, v, name);
+  float f = static_cast<float>(d);
+  if (!std::isfinite(f)) ThrowInvalid(env, op, name, "a number representable in f32", describe(v));
+  return f;
 }
 
 uint64_t GetU64(Napi::Env env, const std::string& op, Napi::Value v, const std::string& name) {

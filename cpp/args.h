@@ -50,6 +50,8 @@ DeviceBuffer* GetBuffer(Napi::Env env, const std::string& op, Napi::Value v, con
 // An integer in [lo, hi]; non-integers and out-of-range values throw ERR_INVALID_ARG.
 int64_t GetInt(Napi::Env env, const std::string& op, Napi::Value v, const std::string& name, int64_t lo, int64_t hi);
 double GetNumber(Napi::Env env, const std::string& op, Napi::Value v, const std::string& name);
+// A number that stays finite as the f32 the kernels compute with (1e300 is Infinity there).
+float GetF32(Napi::Env env, const std::string& op, Napi::Value v, const std::string& name);
 uint64_t GetU64(Napi::Env env, const std::string& op, Napi::Value v, const std::string& name);
 // A device index: -1 (CPU) or a usable CUDA device.
 int GetDevice(Napi::Env env, const std::string& op, Napi::Value v, const std::string& name);
@@ -60,6 +62,12 @@ cudaStream_t GetStream(Napi::Env env, const std::string& op, Napi::Value v);
 int SameDevice(Napi::Env env, const std::string& op, std::initializer_list<const TensorArg*> tensors);
 
 std::string describe(Napi::Value v);
+
+// An own property of obj (undefined when it has none): keys set on Object.prototype are never read.
+Napi::Value GetOwn(Napi::Object obj, const char* key);
+// An options object as a snapshot of its own enumerable string-keyed properties, in a new object
+// with no prototype: every later Get sees own values only, and each getter ran once, here.
+Napi::Object OwnSnapshot(Napi::Env env, Napi::Object obj);
 std::string device_name(int device);
 
 }  // namespace kvsift

@@ -671,6 +671,8 @@ void RegisterCore(Napi::Env env, Napi::Object exports) {
   AddonData* data = new AddonData();
   AttachEnv();
   env.SetInstanceData<AddonData>(data);
+  data->set_prototype_of =
+      Napi::Persistent(env.Global().Get("Object").As<Napi::Object>().Get("setPrototypeOf").As<Napi::Function>());
   // Completions that arrive after the environment's cleanup hooks ran settle nothing (earlier ones,
   // flushed while JS can no longer run, find their N-API calls failing and drop the result).
   napi_add_env_cleanup_hook(env, [](void* d) { static_cast<AddonData*>(d)->closing = true; }, data);

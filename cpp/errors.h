@@ -23,6 +23,8 @@ constexpr const char* kUnsupported = "ERR_UNSUPPORTED";
 struct AddonData {
   Napi::FunctionReference error_class;
   Napi::FunctionReference buffer_ctor;
+  // Object.setPrototypeOf as it was at load (options snapshots have no prototype)
+  Napi::FunctionReference set_prototype_of;
   // set by an environment cleanup hook: the environment is closing and JS can no longer run
   bool closing = false;
   ~AddonData();

@@ -71,9 +71,11 @@ export const tova = {
     const device = sameDevice(op, [q, k]);
     if (qd.S !== 1) throw invalidText(op, 'queries', 'the last query only (T = 1)', `${qd.S} rows`);
     if (q.dtype !== k.dtype) throw invalidText(op, 'queries.dtype', `the keys' dtype '${k.dtype}'`, `'${q.dtype}'`);
+    if (qd.H === 0) throw invalidText(op, 'queries', 'at least one query head (Hq >= 1)', '0');
     if (qd.B !== kd.B || qd.D !== kd.D || kd.H === 0 || qd.H % kd.H !== 0) {
       throw invalidText(op, 'queries', `[${kd.B}, a multiple of ${kd.H}, 1, ${kd.D}]`, `[${qd.B}, ${qd.H}, ${qd.S}, ${qd.D}]`);
     }
+    if (kd.D === 0) throw invalidText(op, 'keys', 'a head dim D >= 1', '0');
     const capacity = checkCapacity(op, opts.capacity);
     if (capacity > kd.S) throw invalidText(op, 'options.capacity', `at most N = ${kd.S}`, `${capacity}`);
     const seqLens = checkLengths(op, 'options.seqLens', opts.seqLens, kd.B, capacity, kd.S);

@@ -7,7 +7,8 @@ import { KvsiftError } from './errors';
 import { native } from './native';
 import { streamHandle, type Stream } from './stream';
 import { checkTensor, Tensor, type DType } from './tensor';
-import { checkInt, checkOneOf, invalid, invalidText } from './validate';
+import { types } from 'node:util';
+import { checkInt, checkOneOf, invalid, invalidText, snapshotArray } from './validate';
 
 /** 'bhsd' = [B, H, N, D] (Hugging Face); 'bshd' = [B, N, H, D] (FlashAttention, vLLM). */
 export type Layout = 'bhsd' | 'bshd';
@@ -65,13 +66,28 @@ export function sameDevice(op: string, tensors: Tensor[]): number {
   return device;
 }
 
-/** Per-batch lengths: an Int32Array (or number[]) of B integers in [lo, hi]. */
+/**
+ * Per-batch lengths: an Int32Array (or number[]) of B integers in [lo, hi], copied once into a new
+ * Int32Array. Every number[] element must be an integer in range as a number: nothing wraps
+ * modulo 2^32 (2^32 + 4 is not 4) and a hole is an error, not 0.
+ */
 export function checkLengths(op: string, name: string, value: unknown, batch: number, lo: number, hi: number): Int32Array | undefined {
   if (value === undefined) return undefined;
+  const expected = `an Int32Array or number[] of ${batch} lengths`;
   let arr: Int32Array;
-  if (value instanceof Int32Array) arr = value;
-  else if (Array.isArray(value) && value.every((v) => Number.isInteger(v))) arr = Int32Array.from(value as number[]);
-  else throw invalid(op, name, `an Int32Array of ${batch} lengths`, value);
+  if (types.isInt32Array(value)) {
+    // the real contents, whatever a subclass claims its length is
+    arr = new Int32Array(value);
+  } else if (Array.isArray(value) && !types.isProxy(value)) {
+    const items = snapshotArray(op, name, value, expected);
+    if (items.length !== batch) throw invalidText(op, name, `${batch} lengths (one per batch row)`, `${items.length}`);
+    arr = new Int32Array(items.length);
+    for (let b = 0; b < items.length; b++) {
+      const v = items[b];
+      if (typeof v !== 'number' || !Number.isInteger(v) || v < lo || v > hi) throw invalid(op, `${name}[${b}]`, `an integer in [${lo}, ${hi}]`, v);
+      arr[b] = v;
+    }
+  } else throw invalid(op, name, expected, value);
   if (arr.length !== batch) throw invalidText(op, name, `${batch} lengths (one per batch row)`, `${arr.length}`);
   for (let b = 0; b < arr.length; b++) {
     if (arr[b] < lo || arr[b] > hi) throw invalidText(op, `${name}[${b}]`, `an integer in [${lo}, ${hi}]`, `${arr[b]}`);

@@ -8,7 +8,7 @@ import { native } from './native';
 import { check4d, checkCapacity, checkLengths, layoutCode, opStream, sameDevice, withScope, type LayoutOptions, type OpOptions } from './common';
 import { deviceIndex, defaultDevice, type Device } from './device';
 import { checkTensor, type Tensor } from './tensor';
-import { checkInt, checkNumber, checkOneOf, checkOptions, checkShape, invalid, invalidText } from './validate';
+import { checkF32, checkInt, checkNumber, checkOneOf, checkOptions, checkShape, invalid, invalidText } from './validate';
 
 export interface AccumulateOptions extends LayoutOptions, OpOptions {
   /** Softmax temperature (> 0); see {@link tau}. */
@@ -41,12 +41,15 @@ export function runAccumulate(op: string, queries: unknown, keys: unknown, score
   if (q.dtype !== k.dtype) throw invalidText(op, 'queries.dtype', `the keys' dtype '${k.dtype}'`, `'${q.dtype}'`);
   if (qd.B !== kd.B) throw invalidText(op, 'queries', `batch ${kd.B} (the keys')`, `${qd.B}`);
   if (qd.D !== kd.D) throw invalidText(op, 'queries', `head dim ${kd.D} (the keys')`, `${qd.D}`);
+  if (qd.H === 0) throw invalidText(op, 'queries', 'at least one query head (Hq >= 1)', '0');
   if (kd.H === 0 || qd.H % kd.H !== 0) throw invalidText(op, 'queries', `a head count that is a multiple of the keys' ${kd.H}`, `${qd.H}`);
+  if (kd.D === 0) throw invalidText(op, 'keys', 'a head dim D >= 1', '0');
   if (qd.S < 1 || qd.S > kd.S) throw invalidText(op, 'queries', `between 1 and N = ${kd.S} query rows`, `${qd.S}`);
   if (s.dtype !== 'f32' || s.shape.length !== 3 || s.shape[0] !== kd.B || s.shape[1] !== kd.H || s.shape[2] !== kd.S) {
     throw invalidText(op, 'scores', `an f32 tensor [${kd.B}, ${kd.H}, ${kd.S}]`, `${s.dtype} [${s.shape.join(', ')}]`);
   }
-  const tau = checkNumber(op, 'options.tau', opts.tau, { exclusiveMin: 0 });
+  // the kernels divide by tau in f32: 1e-300 would be 0 there
+  const tau = checkF32(op, 'options.tau', opts.tau, { positive: true });
   const seed = checkU64(op, 'options.seed', opts.seed);
   const step = checkU64(op, 'options.step', opts.step);
   const noise = opts.noise === undefined ? 'gumbel' : checkOneOf(op, 'options.noise', opts.noise, ['gumbel', 'none'] as const);

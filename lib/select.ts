@@ -2,6 +2,7 @@
  * Selection and compaction shared by every method: top-k per row, gathering cache rows at
  * positions, and eviction (compacting K and V to the kept positions, so memory is really freed).
  */
+import { KvsiftError } from './errors';
 import { native } from './native';
 import {
   check4d,
@@ -75,8 +76,13 @@ export function topk(scores: Tensor, k: number, options?: TopkOptions): Tensor {
 export function gather(cache: Tensor, positions: Tensor, options?: LayoutOptions & OpOptions): Tensor {
   const op = 'gather';
   const opts = checkOptions(op, options) as LayoutOptions & OpOptions;
-  const { layout, code } = layoutCode(op, opts.layout);
-  const { t: c, dims } = check4d(op, 'cache', cache, layout, ['f32', 'f16', 'bf16', 'i32', 'u8']);
+  return gatherAs(op, cache, positions, opts.layout, opts.stream, 'cache');
+}
+
+/** gather under the name of the op that calls it (evict's errors say 'evict: ...'). */
+function gatherAs(op: string, cache: unknown, positions: unknown, layoutOpt: unknown, streamOpt: unknown, cacheName: string): Tensor {
+  const { layout, code } = layoutCode(op, layoutOpt);
+  const { t: c, dims } = check4d(op, cacheName, cache, layout, ['f32', 'f16', 'bf16', 'i32', 'u8']);
   const p = checkTensor(op, 'positions', positions);
   const device = sameDevice(op, [c, p]);
   if (p.dtype !== 'i32') throw invalidText(op, 'positions.dtype', "'i32'", `'${p.dtype}'`);
@@ -86,10 +92,21 @@ export function gather(cache: Tensor, positions: Tensor, options?: LayoutOptions
   const K = p.shape[2];
   const group = p.shape[1] === 1 ? 1 : p.shape[1] / dims.H;
   const hout = dims.H * group;
-  const stream = opStream(op, opts, device);
+  const stream = opStream(op, { stream: streamOpt }, device);
   return withScope(device, stream, (scope) => {
     const out = scope.output(shape4(layout, dims.B, hout, K, dims.D), c.dtype);
-    native.gather(c, p, out, { layout: code, group }, stream);
+    try {
+      native.gather(c, p, out, { layout: code, group }, stream);
+    } catch (e) {
+      // the binding names its own entry: an evict reports its own name
+      if (op !== 'gather' && e instanceof KvsiftError && e.message.startsWith('gather: ')) {
+        const renamed = new KvsiftError(`${op}: ${e.message.slice('gather: '.length)}`, e.code);
+        if (e.cudaError !== undefined) renamed.cudaError = e.cudaError;
+        if (e.op !== undefined) renamed.op = op;
+        throw renamed;
+      }
+      throw e;
+    }
     return out;
   });
 }
@@ -153,9 +170,9 @@ function copyPositions(p: Tensor, scope: { output(shape: number[], dtype: 'i32')
 }
 
 function evictWith(k: Tensor, v: Tensor, p: Tensor, layout: Layout, opts: OpOptions, copyPos = false): Compacted {
-  const keys = gather(k, p, { layout, stream: opts.stream });
+  const keys = gatherAs('evict', k, p, layout, opts.stream, 'keys');
   try {
-    const values = gather(v, p, { layout, stream: opts.stream });
+    const values = gatherAs('evict', v, p, layout, opts.stream, 'values');
     if (!copyPos) return { keys, values, positions: p };
     try {
       return withScope(p._deviceIndex, opStream('evict', opts, p._deviceIndex), (scope) => ({ keys, values, positions: copyPositions(p, scope) }));

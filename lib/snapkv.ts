@@ -63,7 +63,9 @@ function checkScoresArgs(op: string, queries: unknown, keys: unknown, opts: Scor
   if (q.dtype !== k.dtype) throw invalidText(op, 'queries.dtype', `the keys' dtype '${k.dtype}'`, `'${q.dtype}'`);
   if (qd.B !== kd.B) throw invalidText(op, 'queries', `batch ${kd.B} (the keys')`, `${qd.B}`);
   if (qd.D !== kd.D) throw invalidText(op, 'queries', `head dim ${kd.D} (the keys')`, `${qd.D}`);
+  if (qd.H === 0) throw invalidText(op, 'queries', 'at least one query head (Hq >= 1)', '0');
   if (kd.H === 0 || qd.H % kd.H !== 0) throw invalidText(op, 'queries', `a head count that is a multiple of the keys' ${kd.H}`, `${qd.H}`);
+  if (kd.D === 0) throw invalidText(op, 'keys', 'a head dim D >= 1', '0');
   const W = opts.window === undefined ? qd.S : checkInt(op, 'options.window', opts.window, 1);
   if (W > kd.S) throw invalidText(op, 'options.window', `at most N = ${kd.S}`, `${W}`);
   if (W !== qd.S) throw invalidText(op, 'queries', `${W} window rows (options.window)`, `${qd.S}`);

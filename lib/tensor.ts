@@ -9,7 +9,8 @@ import { KvsiftError } from './errors';
 import { f32ArrayToHalf, halfArrayToF32 } from './half';
 import { native } from './native';
 import { streamHandle, type Stream } from './stream';
-import { checkOptions, checkShape, invalid, invalidText } from './validate';
+import { types } from 'node:util';
+import { checkOptions, checkShape, invalid, invalidText, snapshotArray, typedArrayLength } from './validate';
 
 export type DType = 'f32' | 'f16' | 'bf16' | 'i32' | 'u8';
 export const DTYPES: readonly DType[] = ['f32', 'f16', 'bf16', 'i32', 'u8'];
@@ -73,8 +74,19 @@ export class Tensor {
 
   /** @internal use Tensor.from / Tensor.empty / Tensor.fromDevicePointer */
   constructor(buffer: DeviceBuffer, shape: readonly number[], dtype: DType) {
+    // Cheap, and catches any path that would hand out a tensor no op could use (a shape with
+    // negative or fractional dimensions, or one larger than its buffer).
+    const dims = Array.from(shape);
+    let bytes = DTYPE_BYTES[dtype];
+    if (bytes === undefined || dims.length > 8 || !dims.every((d) => Number.isSafeInteger(d) && d >= 0)) {
+      throw new KvsiftError(`Tensor: invalid ${String(dtype)} shape [${dims.map(String).join(', ')}]`, 'ERR_INVALID_ARG');
+    }
+    for (const d of dims) bytes *= d;
+    if (bytes > buffer.byteLength) {
+      throw new KvsiftError(`Tensor: shape [${dims.join(', ')}] needs ${bytes} bytes, but its buffer holds ${buffer.byteLength}`, 'ERR_INVALID_ARG');
+    }
     this._buffer = buffer;
-    this.shape = Object.freeze(shape.slice());
+    this.shape = Object.freeze(dims);
     this.dtype = dtype;
     this._dtypeCode = DTYPE_CODE[dtype];
     this._deviceIndex = buffer.device;
@@ -92,29 +104,37 @@ export class Tensor {
    */
   static from(data: TensorData, options?: TensorFromOptions): Tensor {
     const op = 'Tensor.from';
+    // Every piece of user code (option getters, a Proxy's traps) runs first, once; the data is
+    // read after it, and its real length (not what an object claims) is checked again natively.
     const opts = checkOptions(op, options) as TensorFromOptions;
-    const isArray = Array.isArray(data);
-    if (!isArray && !(data instanceof Float32Array || data instanceof Uint16Array || data instanceof Int32Array || data instanceof Uint8Array)) {
-      throw invalid(op, 'data', 'a Float32Array, Uint16Array, Int32Array, Uint8Array or number[]', data);
-    }
-    const length = (data as ArrayLike<number>).length;
+    const kind = dataKind(data);
+    if (kind === undefined) throw invalid(op, 'data', 'a Float32Array, Uint16Array, Int32Array, Uint8Array or number[]', data);
     let dtype: DType;
     if (opts.dtype !== undefined) dtype = checkDType(op, 'options.dtype', opts.dtype);
-    else if (data instanceof Int32Array) dtype = 'i32';
-    else if (data instanceof Uint8Array) dtype = 'u8';
-    else if (data instanceof Uint16Array) throw invalid(op, 'options.dtype', "'f16' or 'bf16' for Uint16Array data", undefined);
-    else dtype = 'f32';
-    const shape = opts.shape === undefined ? [length] : checkShape(op, 'options.shape', opts.shape, DTYPE_BYTES[dtype]);
+    else if (kind === 'u16') throw invalid(op, 'options.dtype', "'f16' or 'bf16' for Uint16Array data", undefined);
+    else dtype = kind === 'array' ? 'f32' : kind;
+    const shapeOpt = opts.shape === undefined ? undefined : checkShape(op, 'options.shape', opts.shape, DTYPE_BYTES[dtype]);
+    const device = deviceIndex(op, 'options.device', opts.device ?? defaultDevice());
+    const stream = streamHandle(op, opts.stream, device);
+    const items = kind === 'array' ? snapshotArray(op, 'data', data, 'a Float32Array, Uint16Array, Int32Array, Uint8Array or number[]') : undefined;
+    const length = items !== undefined ? items.length : typedArrayLength(data as ArrayBufferView);
+    const shape = shapeOpt ?? [length];
     const numel = shape.reduce((a, b) => a * b, 1);
     if (numel !== length) {
       throw invalidText(op, 'data', `${numel} elements for shape [${shape.join(', ')}]`, `${length} elements`);
     }
-    const host = toHost(op, data, dtype);
-    const device = deviceIndex(op, 'options.device', opts.device ?? defaultDevice());
-    const stream = streamHandle(op, opts.stream, device);
+    let host: ArrayBufferView;
+    try {
+      host = toHost(op, items ?? (data as ArrayBufferView), kind, dtype);
+    } catch (e) {
+      // no user code runs in toHost: a RangeError is V8 refusing a host array's memory
+      if (!(e instanceof RangeError)) throw e;
+      throw new KvsiftError(`${op}: out of host memory converting ${length} elements (${e.message})`, 'ERR_OUT_OF_MEMORY');
+    }
+    const bytes = numel * DTYPE_BYTES[dtype];
     const t = Tensor._alloc(shape, dtype, device, stream);
     try {
-      native.copyFromHost(t._buffer, 0, host, stream);
+      native.copyFromHost(t._buffer, 0, host, stream, bytes);
     } catch (e) {
       t.dispose();
       throw e;
@@ -148,9 +168,10 @@ export class Tensor {
    * ```
    */
   static zeros(shape: readonly number[], dtype: DType = 'f32', device: Device = defaultDevice(), options?: { stream?: Stream }): Tensor {
-    const t = Tensor.empty(shape, dtype, device, options);
+    const opts = checkOptions('Tensor.zeros', options) as { stream?: Stream };
+    const t = Tensor.empty(shape, dtype, device, opts);
     try {
-      native.fill(t._buffer, 0, options?.stream?.handle);
+      native.fill(t._buffer, 0, opts.stream?.handle);
     } catch (e) {
       t.dispose();
       throw e;
@@ -160,7 +181,12 @@ export class Tensor {
 
   /**
    * Wraps memory another engine owns (a CUDA device pointer, or a host pointer for 'cpu'),
-   * without copying. kvsift never frees it; the caller keeps it alive while the tensor is used.
+   * without copying. The contract (docs/ERRORS.md): the memory belongs to the engine, kvsift
+   * never frees it and cannot check it; `ptr` must point to at least shape x dtype bytes on
+   * `device` that stay allocated while the tensor (and any op or read still using it) is alive.
+   * The cheap guards: a non-null pointer aligned to the dtype's size, a range inside the 64-bit
+   * address space. A wrong pointer is undefined behaviour (on the CPU: a crash or corrupted
+   * memory), as it would be in C.
    *
    * @example
    * ```ts
@@ -177,7 +203,11 @@ export class Tensor {
     const shape = checkShape(op, 'options.shape', opts.shape, DTYPE_BYTES[dtype]);
     const device = deviceIndex(op, 'options.device', opts.device ?? defaultDevice());
     const bytes = shape.reduce((a, b) => a * b, 1) * DTYPE_BYTES[dtype];
-    return new Tensor(native.wrapPointer(ptr, bytes, device), shape, dtype);
+    if (ptr % BigInt(DTYPE_BYTES[dtype]) !== 0n) {
+      throw invalid(op, 'ptr', `an address aligned to ${DTYPE_BYTES[dtype]} bytes (the size of ${dtype})`, ptr);
+    }
+    if (ptr + BigInt(bytes) > 1n << 64n) throw invalid(op, 'ptr', `an address with ${bytes} bytes below 2^64`, ptr);
+    return new Tensor(native.wrapPointer(ptr, bytes, device, DTYPE_BYTES[dtype]), shape, dtype);
   }
 
   /** @internal allocation for ops: stream-ordered on CUDA, from the device's caching pool. */
@@ -217,14 +247,18 @@ export class Tensor {
    */
   toArray(options?: { stream?: Stream }): Float32Array | Int32Array | Uint8Array {
     this._check('toArray');
-    const stream = streamHandle('toArray', options?.stream, this._deviceIndex);
-    const raw = rawArrayFor(this.dtype, this.numel);
+    const stream = streamHandle('toArray', checkOptions('toArray', options).stream, this._deviceIndex);
+    const raw = rawArrayFor('toArray', this.dtype, this.numel);
     native.copyToHost(this._buffer, 0, raw, stream);
-    return widen(raw, this.dtype);
+    return widen('toArray', raw, this.dtype);
   }
 
   /**
-   * Like {@link toArray}, without blocking the event loop while the device finishes.
+   * Like {@link toArray}, without blocking the event loop while the device finishes. The result
+   * is the tensor as of the call: work issued after it (an in-place op such as
+   * keyformer.accumulate, a dispose) never shows in it, on any device. CUDA orders the read on
+   * the stream (a snapshot into a temporary device buffer); the CPU copies at once. Failures,
+   * out of memory included, reject the promise.
    *
    * @example
    * ```ts
@@ -233,9 +267,9 @@ export class Tensor {
    */
   async toArrayAsync(options?: { stream?: Stream }): Promise<Float32Array | Int32Array | Uint8Array> {
     this._check('toArrayAsync');
-    const stream = streamHandle('toArrayAsync', options?.stream, this._deviceIndex);
+    const stream = streamHandle('toArrayAsync', checkOptions('toArrayAsync', options).stream, this._deviceIndex);
     const ab = await native.copyToHostAsync(this._buffer, 0, this.byteLength, stream);
-    return widen(rawView(this.dtype, ab), this.dtype);
+    return widen('toArrayAsync', rawView(this.dtype, ab), this.dtype);
   }
 
   /**
@@ -248,8 +282,8 @@ export class Tensor {
    */
   toRawArray(options?: { stream?: Stream }): Float32Array | Uint16Array | Int32Array | Uint8Array {
     this._check('toRawArray');
-    const stream = streamHandle('toRawArray', options?.stream, this._deviceIndex);
-    const raw = rawArrayFor(this.dtype, this.numel);
+    const stream = streamHandle('toRawArray', checkOptions('toRawArray', options).stream, this._deviceIndex);
+    const raw = rawArrayFor('toRawArray', this.dtype, this.numel);
     native.copyToHost(this._buffer, 0, raw, stream);
     return raw;
   }
@@ -266,7 +300,7 @@ export class Tensor {
     this._check('to');
     const target = deviceIndex('Tensor.to', 'device', device);
     const streamDevice = target >= 0 ? target : this._deviceIndex;
-    const stream = streamHandle('Tensor.to', options?.stream, streamDevice);
+    const stream = streamHandle('Tensor.to', checkOptions('Tensor.to', options).stream, streamDevice);
     const out = Tensor._alloc(this.shape, this.dtype, target, stream);
     try {
       native.copyBuffer(out._buffer, 0, this._buffer, 0, this.byteLength, stream);
@@ -297,64 +331,92 @@ export class Tensor {
   }
 }
 
-function toHost(op: string, data: TensorData, dtype: DType): ArrayBufferView {
+type DataKind = 'f32' | 'u16' | 'i32' | 'u8' | 'array';
+
+/** What `data` really is, from V8's internal slots: a Proxy or a look-alike is none of them. */
+function dataKind(data: unknown): DataKind | undefined {
+  if (types.isFloat32Array(data)) return 'f32';
+  if (types.isUint16Array(data)) return 'u16';
+  if (types.isInt32Array(data)) return 'i32';
+  if (types.isUint8Array(data)) return 'u8';
+  if (Array.isArray(data) && !types.isProxy(data)) return 'array';
+  return undefined;
+}
+
+/**
+ * The host bytes of `data` in `dtype`. A typed array of the dtype itself goes to the binding as it
+ * is (its length re-checked there); conversions read it through a copy made from its internal
+ * slots (`new Float32Array(view)` runs no user code), and number[] data is the snapshot `items`.
+ */
+function toHost(op: string, data: readonly unknown[] | ArrayBufferView, kind: DataKind, dtype: DType): ArrayBufferView {
+  const array = kind === 'array' ? (data as readonly unknown[]) : undefined;
   if (dtype === 'f16' || dtype === 'bf16') {
-    if (data instanceof Uint16Array) return data;
-    if (data instanceof Int32Array || data instanceof Uint8Array) {
-      throw invalid(op, 'data', `a Float32Array, Uint16Array or number[] for dtype '${dtype}'`, data);
-    }
-    if (Array.isArray(data)) checkNumbers(op, data);
-    return f32ArrayToHalf(data, dtype);
+    if (kind === 'u16') return data as ArrayBufferView;
+    if (kind === 'f32') return f32ArrayToHalf(new Float32Array(data as Float32Array), dtype);
+    if (array) return f32ArrayToHalf(hostArray(op, Float32Array, checkNumbers(op, array)), dtype);
+    throw invalid(op, 'data', `a Float32Array, Uint16Array or number[] for dtype '${dtype}'`, data);
   }
   if (dtype === 'f32') {
-    if (data instanceof Float32Array) return data;
-    if (Array.isArray(data)) return Float32Array.from(checkNumbers(op, data));
+    if (kind === 'f32') return data as ArrayBufferView;
+    if (array) return hostArray(op, Float32Array, checkNumbers(op, array));
     throw invalid(op, 'data', "a Float32Array or number[] for dtype 'f32'", data);
   }
   if (dtype === 'i32') {
-    if (data instanceof Int32Array) return data;
-    if (Array.isArray(data)) {
-      const out = new Int32Array(data.length);
-      for (let i = 0; i < data.length; i++) {
-        const v = data[i];
-        if (!Number.isInteger(v) || v < -0x80000000 || v > 0x7fffffff) throw invalid(op, `data[${i}]`, 'a 32-bit integer', v);
-        out[i] = v;
+    if (kind === 'i32') return data as ArrayBufferView;
+    if (array) {
+      for (let i = 0; i < array.length; i++) {
+        const v = array[i];
+        if (typeof v !== 'number' || !Number.isInteger(v) || v < -0x80000000 || v > 0x7fffffff) throw invalid(op, `data[${i}]`, 'a 32-bit integer', v);
       }
-      return out;
+      return hostArray(op, Int32Array, array as readonly number[]);
     }
     throw invalid(op, 'data', "an Int32Array or number[] for dtype 'i32'", data);
   }
-  if (data instanceof Uint8Array) return data;
-  if (Array.isArray(data)) {
-    const out = new Uint8Array(data.length);
-    for (let i = 0; i < data.length; i++) {
-      const v = data[i];
-      if (!Number.isInteger(v) || v < 0 || v > 255) throw invalid(op, `data[${i}]`, 'an integer in [0, 255]', v);
-      out[i] = v;
+  if (kind === 'u8') return data as ArrayBufferView;
+  if (array) {
+    for (let i = 0; i < array.length; i++) {
+      const v = array[i];
+      if (typeof v !== 'number' || !Number.isInteger(v) || v < 0 || v > 255) throw invalid(op, `data[${i}]`, 'an integer in [0, 255]', v);
     }
-    return out;
+    return hostArray(op, Uint8Array, array as readonly number[]);
   }
   throw invalid(op, 'data', "a Uint8Array or number[] for dtype 'u8'", data);
 }
 
-function checkNumbers(op: string, data: readonly unknown[]): readonly number[] {
+function checkNumbers(op: string, data: readonly unknown[]): number[] {
   for (let i = 0; i < data.length; i++) {
     if (typeof data[i] !== 'number') throw invalid(op, `data[${i}]`, 'a number', data[i]);
   }
-  return data as readonly number[];
+  return data as number[];
 }
 
-function rawArrayFor(dtype: DType, n: number): Float32Array | Uint16Array | Int32Array | Uint8Array {
+type HostArrayCtor = Float32ArrayConstructor | Uint16ArrayConstructor | Int32ArrayConstructor | Uint8ArrayConstructor;
+
+/**
+ * A new host array (of `from`'s elements, or of `length` zeros). V8 throws a RangeError when it
+ * cannot have the memory or the length is beyond its limit: that is ERR_OUT_OF_MEMORY here.
+ */
+function hostArray<C extends HostArrayCtor>(op: string, ctor: C, from: readonly number[] | number): InstanceType<C> {
+  try {
+    return (typeof from === 'number' ? new ctor(from) : ctor.from(from)) as InstanceType<C>;
+  } catch (e) {
+    if (!(e instanceof RangeError)) throw e;
+    const n = typeof from === 'number' ? from : from.length;
+    throw new KvsiftError(`${op}: out of host memory for a ${ctor.name} of ${n} elements (${e.message})`, 'ERR_OUT_OF_MEMORY');
+  }
+}
+
+function rawArrayFor(op: string, dtype: DType, n: number): Float32Array | Uint16Array | Int32Array | Uint8Array {
   switch (dtype) {
     case 'f32':
-      return new Float32Array(n);
+      return hostArray(op, Float32Array, n);
     case 'f16':
     case 'bf16':
-      return new Uint16Array(n);
+      return hostArray(op, Uint16Array, n);
     case 'i32':
-      return new Int32Array(n);
+      return hostArray(op, Int32Array, n);
     case 'u8':
-      return new Uint8Array(n);
+      return hostArray(op, Uint8Array, n);
   }
 }
 
@@ -372,9 +434,14 @@ function rawView(dtype: DType, ab: ArrayBuffer): Float32Array | Uint16Array | In
   }
 }
 
-function widen(raw: Float32Array | Uint16Array | Int32Array | Uint8Array, dtype: DType): Float32Array | Int32Array | Uint8Array {
-  if (dtype === 'f16' || dtype === 'bf16') return halfArrayToF32(raw as Uint16Array, dtype);
-  return raw as Float32Array | Int32Array | Uint8Array;
+function widen(op: string, raw: Float32Array | Uint16Array | Int32Array | Uint8Array, dtype: DType): Float32Array | Int32Array | Uint8Array {
+  if (dtype !== 'f16' && dtype !== 'bf16') return raw as Float32Array | Int32Array | Uint8Array;
+  try {
+    return halfArrayToF32(raw as Uint16Array, dtype);
+  } catch (e) {
+    if (!(e instanceof RangeError)) throw e;
+    throw new KvsiftError(`${op}: out of host memory for a Float32Array of ${raw.length} elements (${e.message})`, 'ERR_OUT_OF_MEMORY');
+  }
 }
 
 /** Checks an op's tensor argument: a live Tensor. */
@@ -401,6 +468,6 @@ export interface MemoryStats {
  * ```
  */
 export function memoryStats(device: Device = defaultDevice(), options?: { resetPeak?: boolean }): MemoryStats {
-  const s = native.memoryStats(deviceIndex('memoryStats', 'device', device), options?.resetPeak === true);
+  const s = native.memoryStats(deviceIndex('memoryStats', 'device', device), checkOptions('memoryStats', options).resetPeak === true);
   return { liveTensors: s.liveBuffers, liveBytes: s.liveBytes, peakBytes: s.peakBytes };
 }

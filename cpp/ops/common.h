@@ -57,9 +57,11 @@ class Temp {
   void* ptr_ = nullptr;
 };
 
+// Own properties only, snapshotted once (see OwnSnapshot): Object.prototype pollution never
+// reaches an op, and a getter cannot answer one way to a check and another way later.
 inline Napi::Object GetOptions(Napi::Env env, const std::string& op, Napi::Value v) {
   if (!v.IsObject()) ThrowInvalid(env, op, "options", "an options object", describe(v));
-  return v.As<Napi::Object>();
+  return OwnSnapshot(env, v.As<Napi::Object>());
 }
 
 inline int Layout(Napi::Env env, const std::string& op, Napi::Object o) {

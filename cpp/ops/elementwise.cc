@@ -18,7 +18,7 @@ Napi::Value ProtectScores(const Napi::CallbackInfo& info) {
   RowsOf(in, &R, &M);
   int64_t sinks = GetInt(env, op, o.Get("sinks"), "sinks", 0, int64_t{1} << 31);
   int64_t recent = GetInt(env, op, o.Get("recent"), "recent", 0, int64_t{1} << 31);
-  double sign = GetNumber(env, op, o.Get("sign"), "sign");
+  double sign = GetF32(env, op, o.Get("sign"), "sign");
   int64_t batch = in.rank() == 1 ? 1 : in.shape[0];
   int64_t rpb = in.rank() == 1 ? 1 : (batch == 0 ? 1 : R / batch);
   Lengths lens(env, op, o.Get("seqLens"), "seqLens", batch, 0, M, device, stream);
@@ -60,7 +60,7 @@ Napi::Value HeadReduce(const Napi::CallbackInfo& info) {
   ExpectShape(env, op, out, "out", {in.dim(0), in.dim(2)});
   HeadReduceParams p{static_cast<const float*>(in.data), static_cast<float*>(out.data), static_cast<int32_t>(in.dim(0)),
                      static_cast<int32_t>(in.dim(1)), static_cast<int32_t>(in.dim(2)),
-                     static_cast<float>(GetNumber(env, op, o.Get("scale"), "scale"))};
+                     GetF32(env, op, o.Get("scale"), "scale")};
   Dispatch d(env, op, device, stream);
   d.run([&] { cpu::head_reduce(p); },
         [&] { return KVSIFT_CUDA_CALL(cuda::head_reduce(p, stream)); },

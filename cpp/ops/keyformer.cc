@@ -1,6 +1,8 @@
 // kvsift/cpp/ops/keyformer.cc: the Keyformer/H2O score accumulation entry (cuda/keyformer.cu, cpu/keyformer.cc).
 #include "common.h"
 
+#include <cfloat>
+
 namespace kvsift::ops {
 namespace {
 
@@ -17,12 +19,16 @@ Napi::Value Accumulate(const Napi::CallbackInfo& info) {
   cudaStream_t stream = GetStream(env, op, info[4]);
   if (q.dtype != k.dtype) ThrowInvalid(env, op, "queries.dtype", std::string("keys' dtype ") + dtype_name(k.dtype), dtype_name(q.dtype));
   Dims qd = DimsOf(q, layout), kd = DimsOf(k, layout);
-  if (qd.B != kd.B || qd.D != kd.D || kd.H == 0 || qd.H % kd.H != 0 || qd.S < 1 || qd.S > kd.S) {
-    ThrowInvalid(env, op, "queries.shape", "[B, Hq, T, D] matching keys, Hq a multiple of Hkv, 1 <= T <= N", ShapeText(q.shape));
+  if (qd.B != kd.B || qd.D != kd.D || kd.H == 0 || qd.H == 0 || kd.D == 0 || qd.H % kd.H != 0 || qd.S < 1 || qd.S > kd.S) {
+    ThrowInvalid(env, op, "queries.shape", "[B, Hq, T, D] matching keys, Hq a positive multiple of Hkv, D >= 1, 1 <= T <= N", ShapeText(q.shape));
   }
   ExpectShape(env, op, s, "scores", {kd.B, kd.H, kd.S});
   double tau = GetNumber(env, op, o.Get("tau"), "tau");
-  if (!(tau > 0)) ThrowInvalid(env, op, "tau", "a positive number", std::to_string(tau));
+  // The kernels divide by tau in f32: it must be a normal f32 with a finite reciprocal there.
+  float tau_f = static_cast<float>(tau);
+  if (!(tau > 0) || !(tau_f >= FLT_MIN) || !std::isfinite(tau_f) || !std::isfinite(1.0f / tau_f)) {
+    ThrowInvalid(env, op, "tau", "a positive number representable in f32", describe(o.Get("tau")));
+  }
   int64_t noise = GetInt(env, op, o.Get("noise"), "noise", 0, 1);
   uint64_t seed = GetU64(env, op, o.Get("seed"), "seed");
   uint64_t step = GetU64(env, op, o.Get("step"), "step");

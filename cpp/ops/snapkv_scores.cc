@@ -19,8 +19,8 @@ Napi::Value SnapkvScores(const Napi::CallbackInfo& info) {
   Dims qd = DimsOf(q, layout), kd = DimsOf(k, layout);
   int64_t W = GetInt(env, op, o.Get("window"), "window", 1, kd.S);
   int64_t gr = GetInt(env, op, o.Get("groupReduce"), "groupReduce", 0, 3);
-  if (qd.B != kd.B || qd.D != kd.D || qd.S != W || kd.H == 0 || qd.H % kd.H != 0) {
-    ThrowInvalid(env, op, "queries.shape", "[B, Hq, W, D] matching keys with Hq a multiple of Hkv", ShapeText(q.shape));
+  if (qd.B != kd.B || qd.D != kd.D || qd.S != W || kd.H == 0 || qd.H == 0 || kd.D == 0 || qd.H % kd.H != 0) {
+    ThrowInvalid(env, op, "queries.shape", "[B, Hq, W, D] matching keys with Hq a positive multiple of Hkv and D >= 1", ShapeText(q.shape));
   }
   int64_t hout = gr == 3 ? qd.H : kd.H;
   ExpectShape(env, op, out, "out", {kd.B, hout, kd.S - W});

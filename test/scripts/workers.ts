@@ -3,7 +3,8 @@
  * addon is context-aware, so every worker loads it; they share one CPU thread pool. Each worker
  * runs ops in a loop and checks every result against its first; the main thread prints one JSON
  * line { ok, mismatches, ms } when both finish. A watchdog kills the process when no worker has
- * made progress for 3 s (process.exit cannot end workers blocked in native code), so a deadlock
+ * made progress for 10 s once they all started (process.exit cannot end workers blocked in native
+ * code; loading lib/ through the TypeScript loader can take seconds on a busy machine), so a deadlock
  * shows as SIGKILL after printing { deadlock: true }. `--workers N` runs N workers (1: the
  * healthy baseline).
  */
@@ -21,7 +22,8 @@ if (isMainThread) {
   let done = 0;
   let lastProgress = Date.now();
   const watchdog = setInterval(() => {
-    if (Date.now() - lastProgress < 3000) return;
+    if (progress.some((p) => p === 0) && Date.now() - started < 60_000) return;
+    if (Date.now() - lastProgress < 10_000) return;
     process.stdout.write(`${JSON.stringify({ ok: false, deadlock: true, progress })}\n`);
     process.kill(process.pid, 'SIGKILL');
   }, 250);
