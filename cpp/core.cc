@@ -137,7 +137,7 @@ Napi::Value Alloc(const Napi::CallbackInfo& info) {
 // rows), and a range that does not wrap around the address space.
 Napi::Value WrapPointer(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  const std::string op = "Tensor.fromDevicePointer";
+  const std::string op = "fromDevicePointer";
   uint64_t ptr = GetU64(env, op, info[0], "ptr");
   if (ptr == 0) ThrowInvalid(env, op, "ptr", "a non-null device pointer", "0n");
   int64_t bytes = GetInt(env, op, info[1], "bytes", 0, kMaxBytes);
