@@ -43,7 +43,15 @@ Napi::Object DeviceBuffer::Allocate(Napi::Env env, int device, size_t bytes, cud
   int err = device_alloc(device, bytes, stream, &ptr);
   if (err != 0) {
     std::string where = device < 0 ? std::string("cpu") : "cuda:" + std::to_string(device);
-    if (cuda_is_out_of_memory(err) || device < 0) {
+    if (device < 0) {
+      // the usual cause on the CPU: tensors nobody disposed, which their finalizers free only once
+      // the event loop turns
+      Throw(env, code::kOutOfMemory,
+            "alloc: out of memory on cpu allocating " + std::to_string(bytes) + " bytes (" +
+                std::to_string(memory_stats(device).live_bytes) +
+                " bytes held by live tensors; dispose() the ones you no longer need)");
+    }
+    if (cuda_is_out_of_memory(err)) {
       Throw(env, code::kOutOfMemory,
             "alloc: out of memory on " + where + " allocating " + std::to_string(bytes) + " bytes");
     }

@@ -32,7 +32,9 @@ function checkU64(op: string, name: string, value: unknown): bigint | number {
 }
 
 /** @internal shared with h2o and tova */
-export function runAccumulate(op: string, queries: unknown, keys: unknown, scoresT: unknown, opts: Omit<AccumulateOptions, 'tau' | 'seed' | 'step'> & { tau: unknown; seed: unknown; step: unknown }): Tensor {
+export function runAccumulate(op: string, queries: unknown, keys: unknown, scoresT: unknown, options: Omit<AccumulateOptions, 'tau' | 'seed' | 'step'> & { tau: unknown; seed: unknown; step: unknown }): Tensor {
+  // own properties only, whoever built the object (h2o spreads its own into a plain one)
+  const opts = checkOptions(op, options) as typeof options;
   const { layout, code } = layoutCode(op, opts.layout);
   const { t: q, dims: qd } = check4d(op, 'queries', queries, layout);
   const { t: k, dims: kd } = check4d(op, 'keys', keys, layout);

@@ -153,7 +153,7 @@ export function snapshotArray(op: string, name: string, value: unknown, expected
   }
   const out = new Array<unknown>(length);
   for (let i = 0; i < length; i++) {
-    if (!(i in value)) throw invalidText(op, `${name}[${i}]`, 'an element (holes are not allowed)', 'a hole');
+    if (!Object.prototype.hasOwnProperty.call(value, i)) throw invalidText(op, `${name}[${i}]`, 'an element (holes are not allowed)', 'a hole');
     out[i] = value[i];
   }
   return out;

@@ -29,6 +29,8 @@ export interface ChildOptions {
   timeoutMs?: number;
   /** Extra node flags, e.g. ['--max-old-space-size=256']. */
   nodeFlags?: string[];
+  /** Runs the child under `ulimit -v` (KiB of address space), through /bin/sh. */
+  ulimitVirtualKb?: number;
 }
 
 /** Runs test/scripts/<script> (a .ts file) in a child Node process and waits for it. */
@@ -38,7 +40,12 @@ export function runChild(script: string, options: ChildOptions = {}): ChildResul
   const env: Record<string, string | undefined> = { ...process.env, ...options.env };
   // vitest's own loader hooks must not leak into the plain child
   delete env.NODE_OPTIONS;
-  const r = spawnSync(process.execPath, [...flags, path.join(SCRIPTS_DIR, script), ...(options.args ?? [])], {
+  const argv = [...flags, path.join(SCRIPTS_DIR, script), ...(options.args ?? [])];
+  const [command, commandArgs] =
+    options.ulimitVirtualKb === undefined
+      ? [process.execPath, argv]
+      : ['/bin/sh', ['-c', `ulimit -v ${Math.floor(options.ulimitVirtualKb)} && exec "$0" "$@"`, process.execPath, ...argv]];
+  const r = spawnSync(command, commandArgs, {
     cwd: REPO_ROOT,
     env: env as NodeJS.ProcessEnv,
     encoding: 'utf8',
