@@ -53,7 +53,7 @@ Napi::Value GetOwn(Napi::Object obj, const char* key) {
 Napi::Object OwnSnapshot(Napi::Env env, Napi::Object obj) {
   napi_value names_v = nullptr;
   if (napi_get_all_property_names(env, obj, napi_key_own_only,
-                                  static_cast<napi_key_filter>(napi_key_enumerable | napi_key_skip_symbols),
+                                  static_cast<napi_key_filter>(napi_key_all_properties | napi_key_skip_symbols),
                                   napi_key_numbers_to_strings, &names_v) != napi_ok) {
     throw Napi::Error::New(env);
   }

@@ -65,7 +65,7 @@ std::string describe(Napi::Value v);
 
 // An own property of obj (undefined when it has none): keys set on Object.prototype are never read.
 Napi::Value GetOwn(Napi::Object obj, const char* key);
-// An options object as a snapshot of its own enumerable string-keyed properties, in a new object
+// An options object as a snapshot of its own string-keyed properties, in a new object
 // with no prototype: every later Get sees own values only, and each getter ran once, here.
 Napi::Object OwnSnapshot(Napi::Env env, Napi::Object obj);
 std::string device_name(int device);

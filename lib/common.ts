@@ -8,7 +8,7 @@ import { native } from './native';
 import { streamHandle, type Stream } from './stream';
 import { checkTensor, Tensor, type DType } from './tensor';
 import { types } from 'node:util';
-import { checkInt, checkOneOf, invalid, invalidText, snapshotArray } from './validate';
+import { checkInt, checkOneOf, invalid, invalidText, isArray, snapshotArray } from './validate';
 
 /** 'bhsd' = [B, H, N, D] (Hugging Face); 'bshd' = [B, N, H, D] (FlashAttention, vLLM). */
 export type Layout = 'bhsd' | 'bshd';
@@ -78,7 +78,7 @@ export function checkLengths(op: string, name: string, value: unknown, batch: nu
   if (types.isInt32Array(value)) {
     // the real contents, whatever a subclass claims its length is
     arr = new Int32Array(value);
-  } else if (Array.isArray(value) && !types.isProxy(value)) {
+  } else if (!types.isProxy(value) && isArray(value)) {
     const items = snapshotArray(op, name, value, expected);
     if (items.length !== batch) throw invalidText(op, name, `${batch} lengths (one per batch row)`, `${items.length}`);
     arr = new Int32Array(items.length);

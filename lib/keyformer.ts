@@ -8,7 +8,7 @@ import { native } from './native';
 import { check4d, checkCapacity, checkLengths, layoutCode, opStream, sameDevice, withScope, type LayoutOptions, type OpOptions } from './common';
 import { deviceIndex, defaultDevice, type Device } from './device';
 import { checkTensor, type Tensor } from './tensor';
-import { checkF32, checkInt, checkNumber, checkOneOf, checkOptions, checkShape, invalid, invalidText } from './validate';
+import { checkF32, checkInt, checkNumber, checkOneOf, checkOptions, checkShape, invalid, invalidText, isArray } from './validate';
 
 export interface AccumulateOptions extends LayoutOptions, OpOptions {
   /** Softmax temperature (> 0); see {@link tau}. */
@@ -97,14 +97,16 @@ export interface GumbelOptions extends OpOptions {
 export function gumbel(shape: readonly number[], options: GumbelOptions): Tensor {
   const op = 'keyformer.gumbel';
   const opts = checkOptions(op, options) as unknown as GumbelOptions;
-  if (!Array.isArray(shape) || shape.length !== 4) throw invalid(op, 'shape', 'a 4-D shape [B, H, T, N]', shape);
-  checkShape(op, 'shape', shape, 4);
+  if (!isArray(shape) || shape.length !== 4) throw invalid(op, 'shape', 'a 4-D shape [B, H, T, N]', shape);
+  // the checked snapshot is the shape used: a Proxy is read once
+  const dims = checkShape(op, 'shape', shape, 4);
+  if (dims.length !== 4) throw invalid(op, 'shape', 'a 4-D shape [B, H, T, N]', dims);
   const seed = checkU64(op, 'options.seed', opts.seed);
   const step = checkU64(op, 'options.step', opts.step);
   const device = deviceIndex(op, 'options.device', opts.device ?? defaultDevice());
   const stream = opStream(op, opts, device);
   return withScope(device, stream, (scope) => {
-    const out = scope.output(shape.slice(), 'f32');
+    const out = scope.output(dims, 'f32');
     native.gumbel(out, { seed, step }, stream);
     return out;
   });

@@ -10,7 +10,7 @@ import { f32ArrayToHalf, halfArrayToF32 } from './half';
 import { native } from './native';
 import { streamHandle, type Stream } from './stream';
 import { types } from 'node:util';
-import { checkOptions, checkShape, invalid, invalidText, snapshotArray, typedArrayLength } from './validate';
+import { checkOptions, checkShape, invalid, invalidText, isArray, snapshotArray, typedArrayLength } from './validate';
 
 export type DType = 'f32' | 'f16' | 'bf16' | 'i32' | 'u8';
 export const DTYPES: readonly DType[] = ['f32', 'f16', 'bf16', 'i32', 'u8'];
@@ -339,7 +339,7 @@ function dataKind(data: unknown): DataKind | undefined {
   if (types.isUint16Array(data)) return 'u16';
   if (types.isInt32Array(data)) return 'i32';
   if (types.isUint8Array(data)) return 'u8';
-  if (Array.isArray(data) && !types.isProxy(data)) return 'array';
+  if (!types.isProxy(data) && isArray(data)) return 'array';
   return undefined;
 }
 

@@ -37,7 +37,7 @@ function describeUnsafe(value: unknown): string {
       return 'a symbol';
   }
   if (types.isProxy(value)) return 'a Proxy';
-  if (Array.isArray(value)) return `an array of length ${describeLength(value.length)}`;
+  if (isArray(value)) return `an array of length ${describeLength(value.length)}`;
   if (ArrayBuffer.isView(value)) {
     const name = typedArrayName(value);
     return `${article(name)} ${name} of length ${types.isTypedArray(value) ? typedArrayLength(value) : value.byteLength}`;
@@ -100,15 +100,27 @@ export function checkOneOf<T extends string>(op: string, name: string, value: un
   return value as T;
 }
 
+/** Array.isArray without its TypeError for a revoked Proxy (which is then no array). */
+export function isArray(value: unknown): value is unknown[] {
+  try {
+    return Array.isArray(value);
+  } catch {
+    return false;
+  }
+}
+
 /**
- * An options object as a snapshot of its own enumerable properties, with no prototype: a key set
+ * An options object as a snapshot of its own properties, with no prototype: a key set
  * on Object.prototype (or on a class the object comes from) is never read, and every getter runs
  * exactly once, here, before any argument is checked or any memory is read.
  */
 export function checkOptions(op: string, value: unknown): Record<string, unknown> {
   if (value === undefined) return Object.create(null) as Record<string, unknown>;
-  if (value === null || typeof value !== 'object' || Array.isArray(value)) throw invalid(op, 'options', 'an options object', value);
-  return Object.assign(Object.create(null) as Record<string, unknown>, value);
+  if (value === null || typeof value !== 'object' || isArray(value)) throw invalid(op, 'options', 'an options object', value);
+  const snapshot = Object.create(null) as Record<string, unknown>;
+  // every own string key, enumerable or not (Object.defineProperty makes non-enumerable ones)
+  for (const key of Object.getOwnPropertyNames(value)) snapshot[key] = (value as Record<string, unknown>)[key];
+  return snapshot;
 }
 
 /** An own property of an options-like object, never one inherited (undefined when absent). */
@@ -146,7 +158,7 @@ export function checkF32(op: string, name: string, value: unknown, opts: { posit
  * getters cannot answer differently later. Holes are rejected. `maxLength` bounds the work.
  */
 export function snapshotArray(op: string, name: string, value: unknown, expected: string, maxLength = 0x7fffffff): unknown[] {
-  if (!Array.isArray(value)) throw invalid(op, name, expected, value);
+  if (!isArray(value)) throw invalid(op, name, expected, value);
   const length: unknown = value.length;
   if (typeof length !== 'number' || !Number.isInteger(length) || length < 0 || length > maxLength) {
     throw invalidText(op, name, expected, `an array of length ${describe(length)}`);
@@ -163,7 +175,7 @@ export function snapshotArray(op: string, name: string, value: unknown, expected
 export const MAX_BYTES = Number.MAX_SAFE_INTEGER;
 
 export function checkShape(op: string, name: string, value: unknown, elementBytes: number): number[] {
-  if (!Array.isArray(value)) throw invalid(op, name, 'an array of non-negative integers', value);
+  if (!isArray(value)) throw invalid(op, name, 'an array of non-negative integers', value);
   const rank: unknown = value.length;
   if (typeof rank === 'number' && rank > 8) throw invalidText(op, name, 'at most 8 dimensions', `${rank}`);
   // each dimension read once: a Proxy cannot pass the checks with one value and then give another

@@ -5,9 +5,10 @@
  * memory safety depends on (tested here by calling the binding directly).
  */
 import { describe, expect, it } from 'vitest';
-import { KvsiftError, memoryStats, Stream, Tensor, type Device, type DType } from '../lib/index';
+import { evict, h2o, keyformer, KvsiftError, l2, memoryStats, snapkv, Stream, Tensor, topk, tova, type Device, type DType } from '../lib/index';
 import { native } from '../lib/native';
-import { catchKvsift, expectKvsiftError } from './helpers';
+import { catchKvsift, expectIdentical, expectKvsiftError, testRng } from './helpers';
+import { describeChild, runChild } from './scripts/child';
 
 const DTYPE_LIST = "one of 'f32', 'f16', 'bf16', 'i32', 'u8'";
 
@@ -264,5 +265,177 @@ describe('the native layer re-checks what memory safety depends on', () => {
     expectKvsiftError(() => native.wrapPointer(-1n, 4, -1), 'ERR_INVALID_ARG', /for ptr/);
     expectKvsiftError(() => native.streamSynchronize(-1, 5 as never), 'ERR_INVALID_ARG', 'stream.synchronize: expected a stream handle (bigint) for stream, but received 5');
     expectKvsiftError(() => native.memoryStats(7.5), 'ERR_INVALID_ARG', /for device, but received 7\.5/);
+  });
+});
+
+// ---- issue 11: the classes of the reliability review -------------------------------------------
+
+describe('degenerate shapes (child process with KVSIFT_DEBUG_POISON=1)', () => {
+  // Why: snapkv.scores with D = 0 or Hq = 0 returned uninitialized memory that compress then used.
+  it('every op rejects a zero dimension with a clear KvsiftError or defines its result; nothing is left uninitialized', () => {
+    const r = runChild('degenerate.ts', { env: { KVSIFT_DEBUG_POISON: '1' }, timeoutMs: 120_000 });
+    expect(r.signal, describeChild(r)).toBeNull();
+    const out = r.json as { poison: boolean; cases: number; rejected: number; defined: number; bad: string[] };
+    expect(out.poison).toBe(true);
+    expect(out.bad).toEqual([]);
+    expect(out.cases).toBe(out.rejected + out.defined);
+    expect(out.cases).toBeGreaterThanOrEqual(70);
+  });
+
+  it('the attention ops name the zero dimension', () => {
+    const q = (h: number, d: number) => Tensor.zeros([1, h, 1, d], 'f32', 'cpu');
+    const k = (d: number) => Tensor.zeros([1, 2, 6, d], 'f32', 'cpu');
+    const s = Tensor.zeros([1, 2, 6], 'f32', 'cpu');
+    for (const [op, run] of [
+      ['snapkv.scores', (qq: Tensor, kk: Tensor) => snapkv.scores(qq, kk)],
+      ['keyformer.accumulate', (qq: Tensor, kk: Tensor) => keyformer.accumulate(qq, kk, s, { tau: 1, seed: 1, step: 1 })],
+      ['h2o.accumulate', (qq: Tensor, kk: Tensor) => h2o.accumulate(qq, kk, s)],
+      ['tova.select', (qq: Tensor, kk: Tensor) => tova.select(qq, kk, { capacity: 2 })],
+    ] as const) {
+      expectKvsiftError(() => run(q(0, 4), k(4)), 'ERR_INVALID_ARG', `${op}: expected at least one query head (Hq >= 1) for queries, but received 0`);
+      expectKvsiftError(() => run(q(2, 0), k(0)), 'ERR_INVALID_ARG', `${op}: expected a head dim D >= 1 for keys, but received 0`);
+    }
+    // the binding refuses them too
+    const out = Tensor.zeros([1, 2, 5], 'f32', 'cpu');
+    expectKvsiftError(() => native.snapkvScores(q(0, 4), k(4), out, { window: 1, groupReduce: 0, layout: 0 }), 'ERR_INVALID_ARG', /^snapkv\.scores: expected \[B, Hq, W, D\] matching keys with Hq a positive multiple of Hkv and D >= 1/);
+    expectKvsiftError(() => native.accumulate(q(2, 0), k(0), s, { layout: 0, tau: 1, noise: 0, seed: 0, step: 0 }), 'ERR_INVALID_ARG', /D >= 1/);
+  });
+});
+
+describe('number arrays of lengths', () => {
+  const keys = Tensor.zeros([2, 2, 8, 4], 'f32', 'cpu');
+  const q = Tensor.zeros([2, 2, 2, 4], 'f32', 'cpu');
+  const scores = Tensor.zeros([2, 2, 8], 'f32', 'cpu');
+  const rows = Tensor.zeros([2, 8], 'f32', 'cpu');
+  const takers: [string, string, (lens: unknown) => unknown][] = [
+    ['topk', 'options.lengths', (l) => topk(rows, 2, { lengths: l as number[] })],
+    ['snapkv.pool', 'options.lengths', (l) => snapkv.pool(rows, { kernel: 3, kind: 'max', lengths: l as number[] })],
+    ['snapkv.scores', 'options.seqLens', (l) => snapkv.scores(q, keys, { seqLens: l as number[] })],
+    ['snapkv.compress', 'options.seqLens', (l) => snapkv.compress(q, keys, keys, { window: 2, capacity: 4, seqLens: l as number[] })],
+    ['l2.norms', 'options.seqLens', (l) => l2.norms(keys, { seqLens: l as number[] })],
+    ['l2.compress', 'options.seqLens', (l) => l2.compress(keys, keys, { capacity: 4, seqLens: l as number[] })],
+    ['keyformer.accumulate', 'options.seqLens', (l) => keyformer.accumulate(q, keys, scores, { tau: 1, seed: 1, step: 1, seqLens: l as number[] })],
+    ['keyformer.select', 'options.seqLens', (l) => keyformer.select(scores, { capacity: 4, recent: 1, seqLens: l as number[] })],
+    ['h2o.accumulate', 'options.seqLens', (l) => h2o.accumulate(q, keys, scores, { seqLens: l as number[] })],
+    ['h2o.select', 'options.seqLens', (l) => h2o.select(scores, { capacity: 4, recent: 1, seqLens: l as number[] })],
+    ['tova.select', 'options.seqLens', (l) => tova.select(Tensor.zeros([2, 2, 1, 4], 'f32', 'cpu'), keys, { capacity: 4, seqLens: l as number[] })],
+  ];
+  // Why: number[] lengths wrapped modulo 2^32 (2^32 + 4 acted as 4) and holes became 0.
+  it.each(takers)('%s checks every element of a number[] %s as a number: no wrap, no holes, no non-integers', (op, name, run) => {
+    const before = scores.toArray();
+    for (const [bad, index, received] of [
+      [[2 ** 32 + 6, 6], 0, String(2 ** 32 + 6)],
+      [[6, -(2 ** 32) + 6], 1, String(-(2 ** 32) + 6)],
+      [[6.5, 6], 0, '6.5'],
+      [[6, '6'], 1, "'6'"],
+      [[6, NaN], 1, 'NaN'],
+      [[6, 6n], 1, '6n'],
+    ] as [unknown[], number, string][]) {
+      const e = expectKvsiftError(() => run(bad), 'ERR_INVALID_ARG');
+      expect(e.message).toMatch(new RegExp(`^${op.replace('.', '\\.')}: expected an integer in \\[\\d+, 8\\] for ${name.replace('.', '\\.')}\\[${index}\\], but received ${received.replace('.', '\\.')}$`));
+    }
+    expectKvsiftError(() => run([6]), 'ERR_INVALID_ARG', `${op}: expected 2 lengths (one per batch row) for ${name}, but received 1`);
+    const holey = [6, 6];
+    delete holey[1];
+    expectKvsiftError(() => run(holey), 'ERR_INVALID_ARG', `${op}: expected an element (holes are not allowed) for ${name}[1], but received a hole`);
+    // a failed call left its in-place input alone
+    expectIdentical(scores.toArray(), before);
+  });
+});
+
+describe('doubles that are not valid f32', () => {
+  // Why: tau = 1e-300 passed '> 0' but is 0 in f32, and filled the scores with NaN in place.
+  it('keyformer.accumulate validates tau against f32, and a failed call leaves the scores untouched', () => {
+    const q = Tensor.from(testRng().normalArray(2 * 4), { shape: [1, 2, 1, 4], device: 'cpu' });
+    const k = Tensor.from(testRng().normalArray(2 * 6 * 4), { shape: [1, 2, 6, 4], device: 'cpu' });
+    const s = Tensor.from(testRng().normalArray(12), { shape: [1, 2, 6], device: 'cpu' });
+    const before = s.toArray();
+    for (const tau of [1e-300, 1e-39, 1e-45, 5e-324, 1e39, 1e300]) {
+      expectKvsiftError(
+        () => keyformer.accumulate(q, k, s, { tau, seed: 1, step: 1 }),
+        'ERR_INVALID_ARG',
+        `keyformer.accumulate: expected a positive number representable in f32 (between 1.1754943508222875e-38 and 3.4028234663852886e+38) for options.tau, but received ${tau}`,
+      );
+      // the binding checks it on its own
+      expectKvsiftError(() => native.accumulate(q, k, s, { layout: 0, tau, noise: 1, seed: 1, step: 1 }), 'ERR_INVALID_ARG', /^keyformer\.accumulate: expected a positive number representable in f32 for tau/);
+      expectIdentical(s.toArray(), before);
+    }
+    // the smallest normal f32 is fine, and the result is finite
+    keyformer.accumulate(q, k, s, { tau: 1.1754943508222875e-38 * 2, seed: 1, step: 1 });
+    expect(Array.from(s.toArray()).every(Number.isFinite)).toBe(true);
+    for (const t of [q, k, s]) t.dispose();
+  });
+
+  it('the binding refuses scales that overflow f32', () => {
+    const a = Tensor.zeros([1, 2, 3], 'f32', 'cpu');
+    const out = Tensor.zeros([1, 3], 'f32', 'cpu');
+    expectKvsiftError(() => native.headReduce(a, out, { scale: 1e300 }), 'ERR_INVALID_ARG', 'headReduce: expected a number representable in f32 for scale, but received 1.0000000000000001e+300');
+  });
+});
+
+describe('options are read as own properties only', () => {
+  // Why: a key on Object.prototype flipped topk's order and turned keyformer into h2o.
+  it('every op gives the same bytes with every option name set on Object.prototype (child process)', () => {
+    const r = runChild('pollution.ts', { timeoutMs: 120_000 });
+    expect(r.signal, describeChild(r)).toBeNull();
+    expect(r.status, describeChild(r)).toBe(0);
+    const out = r.json as { ops: number; keys: number; changed: string[]; errors: string[] };
+    expect(out.ops).toBeGreaterThanOrEqual(19);
+    expect(out).toMatchObject({ changed: [], errors: [] });
+  });
+
+  it('an options object is read once: each getter runs once, before anything is checked', () => {
+    const t = Tensor.from([3, 1, 2], { device: 'cpu' });
+    let reads = 0;
+    const top = topk(t, 2, { get order() { reads++; return reads === 1 ? 'score' : 'position'; } });
+    expectIdentical(top.toArray(), [0, 2]);
+    expect(reads).toBe(1);
+    top.dispose();
+    t.dispose();
+  });
+});
+
+describe('smaller items', () => {
+  // Why: evict reported its failures under the name of the gather it calls.
+  it('evict errors name evict, not gather', () => {
+    const k = Tensor.zeros([1, 2, 4, 2], 'f32', 'cpu');
+    const bad = Tensor.from(Int32Array.of(0, 9), { shape: [1, 1, 2], device: 'cpu' });
+    expectKvsiftError(() => evict(k, k, bad), 'ERR_INDEX_OUT_OF_RANGE', 'evict: 1 positions fall outside [0, 4)');
+    const wrongHeads = Tensor.from(Int32Array.of(0, 1, 2), { shape: [1, 3, 1], device: 'cpu' });
+    const e = expectKvsiftError(() => evict(k, k, wrongHeads), 'ERR_INVALID_ARG');
+    expect(e.message.startsWith('evict: ')).toBe(true);
+    for (const t of [k, bad, wrongHeads]) t.dispose();
+  });
+
+  it('revoked proxies, symbol lengths and odd constructors come back as KvsiftErrors', () => {
+    const { proxy, revoke } = Proxy.revocable({}, {});
+    revoke();
+    const odd = Object.assign(new Float32Array(2), { constructor: 5 });
+    const symbolLength = Object.assign([1, 2], {});
+    Object.defineProperty(symbolLength, 'length', { value: 2 });
+    for (const fn of [
+      () => Tensor.from(proxy as never, { device: 'cpu' }),
+      () => Tensor.empty(proxy as never, 'f32', 'cpu'),
+      () => topk(odd as never, 1),
+      () => Tensor.from([1, 2], { shape: odd as never, device: 'cpu' }),
+      () => Tensor.from([Symbol('x')] as never, { device: 'cpu' }),
+    ]) {
+      expect(catchKvsift(fn)).toBeInstanceOf(KvsiftError);
+    }
+  });
+
+  it('a host array too large for V8 is ERR_OUT_OF_MEMORY, not a RangeError', () => {
+    // 2^33 bytes of u8: more elements than a typed array may have here (the tensor itself is
+    // never touched, so it costs address space only)
+    let t: Tensor | undefined;
+    try {
+      t = Tensor.empty([4, 2 ** 31 - 1], 'u8', 'cpu');
+    } catch (e) {
+      expect((e as KvsiftError).code).toBe('ERR_OUT_OF_MEMORY'); // the host memory guard refused it
+      return;
+    }
+    const e = expectKvsiftError(() => t!.toArray(), 'ERR_OUT_OF_MEMORY');
+    expect(e.message).toMatch(/^toArray: out of host memory for a Uint8Array of 8589934588 elements/);
+    t.dispose();
   });
 });

@@ -76,18 +76,7 @@ describe('host out of memory', () => {
     expect(stats('cpu')).toEqual(before);
   });
 
-  // BUG-2 (cpp/cpu/attn_colsum.h and cpp/ops.cc; pinned, it.fails until fixed): the CPU scores and
-  // accumulate kernels allocate their scratch with a throwing `new`, sized by rows x key tiles
-  // (quadratic in T x N). When it cannot be had, std::bad_alloc crosses the N-API boundary (only
-  // Napi::Error is caught there) and std::terminate aborts Node; a bad_alloc inside a parallel_for
-  // worker (ColsumScratch, TopkScratch, PoolScratch resizes) would abort from another thread.
-  // Fix: allocate the scratch with new (std::nothrow) and return an error the binding turns into
-  // ERR_OUT_OF_MEMORY ('keyformer.accumulate: out of memory for a N-byte CPU workspace'); make
-  // parallel_for catch exceptions in its tasks and rethrow the first on the calling thread; wrap
-  // every cpu:: call in ops.cc in try/catch(std::bad_alloc&) -> ERR_OUT_OF_MEMORY; and define
-  // NODE_ADDON_API_CPP_EXCEPTIONS_ALL so any other std::exception becomes a JS Error, not an abort.
-  // Bounding the scratch (row blocks instead of all rows of a pair at once) would make this
-  // input succeed instead.
+  // Why: a CPU workspace that could not be allocated once aborted Node with std::bad_alloc (BUG-2).
   const overcommitAlways = (() => {
     try {
       return readFileSync('/proc/sys/vm/overcommit_memory', 'utf8').trim() === '1';
@@ -177,17 +166,59 @@ describe('an error does not poison later calls', () => {
 });
 
 describe('concurrency', () => {
-  // BUG-10 (cpp/cpu/parallel.cc; pinned, it.fails until fixed): the addon is context-aware, so
-  // worker_threads load it, but all of them share one CPU thread pool whose Run() assumes a
-  // single caller: two JS threads in parallel_for at once overwrite each other's fn_/n_/active_
-  // and deadlock (or crash: SIGSEGV seen too) within a few dozen ops. Fix: serialize Run() with a
-  // mutex held for its whole duration (std::lock_guard on a new run_mu_ at its top; the pool is
-  // shared anyway), or give each calling thread its own pool.
+  // Why: worker threads sharing the CPU pool once deadlocked or crashed in parallel_for (BUG-10).
   it('two worker threads using the CPU backend at once neither deadlock nor crash (BUG-10)', () => {
     const r = runChild('workers.ts', { timeoutMs: 60_000 });
     expect(r.signal, describeChild(r)).toBeNull();
     expect(r.status, describeChild(r)).toBe(0);
     expect(r.json).toMatchObject({ ok: true, mismatches: 0 });
+  });
+});
+
+describe('worker lifecycles (issue 11; child processes)', () => {
+  // Why: each worker that loaded kvsift left a CPU pool thread and its cached host blocks behind,
+  // and one that exited during a pending read aborted the process.
+  it.each(['natural', 'process-exit', 'terminate'])(
+    'workers that load kvsift and exit (%s) leave no thread and no cached block behind',
+    (exit) => {
+      const r = runChild('worker-lifecycle.ts', { args: ['--workers', '3', '--exit', exit], timeoutMs: 120_000 });
+      expect(r.signal, describeChild(r)).toBeNull();
+      expect(r.status, describeChild(r)).toBe(0);
+      const out = r.json as { ok: boolean; threads: [number, number]; rssGrowthMb: number };
+      expect(out.ok, describeChild(r)).toBe(true);
+      // the pool's threads are joined when the last environment goes
+      expect(out.threads[1], describeChild(r)).toBe(out.threads[0]);
+      // each worker put 288 MiB through the host cache; a worker's own overhead is far less
+      expect(out.rssGrowthMb, describeChild(r)).toBeLessThan(128);
+    },
+  );
+
+  it('with the main thread using kvsift too, workers come and go without growing the process', () => {
+    const r = runChild('worker-lifecycle.ts', { args: ['--workers', '3', '--main-loads', 'yes'], timeoutMs: 120_000 });
+    expect(r.signal, describeChild(r)).toBeNull();
+    const out = r.json as { ok: boolean; threads: [number, number]; rssGrowthMb: number };
+    expect(out.ok, describeChild(r)).toBe(true);
+    expect(out.threads[1], describeChild(r)).toBe(out.threads[0]);
+    expect(out.rssGrowthMb, describeChild(r)).toBeLessThan(128);
+  });
+
+  it.each(['terminate', 'exit'])('a worker ended (%s) with toArrayAsync and synchronize pending does not abort the process', (how) => {
+    const r = runChild('terminate-pending.ts', { args: ['--how', how, '--rounds', '6'], timeoutMs: 120_000 });
+    expect(r.signal, describeChild(r)).toBeNull();
+    expect(r.status, describeChild(r)).toBe(0);
+    expect(r.json).toEqual({ ok: true, rounds: 6 });
+  });
+});
+
+describe('allocation failure on the read paths (issue 11; child process)', () => {
+  const underAsan = /libasan/.test(process.env.LD_PRELOAD ?? '');
+  // Why: a host copy that could not be allocated aborted toArrayAsync with std::bad_alloc.
+  (underAsan ? it.skip : it)('toArrayAsync rejects and toArray throws ERR_OUT_OF_MEMORY when the host copy cannot be had', () => {
+    // room for the 768 MiB tensor, not for a second copy of it (node itself reserves about 1 GiB)
+    const r = runChild('async-oom.ts', { ulimitVirtualKb: 2_200_000, timeoutMs: 60_000 });
+    expect(r.signal, describeChild(r)).toBeNull();
+    expect(r.status, describeChild(r)).toBe(0);
+    expect(r.json).toEqual({ async: 'ERR_OUT_OF_MEMORY', sync: 'ERR_OUT_OF_MEMORY', after: '1,2,3' });
   });
 });
 

@@ -73,6 +73,21 @@ describeCuda('leak loops on CUDA (child process)', () => {
   });
 });
 
+describe('forgotten tensors in a synchronous loop (child process)', () => {
+  // Why: finalizers run only when the event loop turns, so such a loop grew without bound.
+  it('with KVSIFT_CPU_MEMORY_LIMIT the loop ends in a clean ERR_OUT_OF_MEMORY near the limit, and memory comes back after', () => {
+    const r = runChild('forgotten-loop.ts', { exposeGc: true, args: ['--iterations', '1024'], env: { KVSIFT_CPU_MEMORY_LIMIT: String(192 << 20) }, timeoutMs: 120_000 });
+    expect(r.signal, describeChild(r)).toBeNull();
+    expect(r.status, describeChild(r)).toBe(0);
+    const out = r.json as { made: number; error: string; rssGrowthMb: number; recovered: boolean };
+    expect(out.error, describeChild(r)).toMatch(/^ERR_OUT_OF_MEMORY: alloc: out of memory on cpu allocating 1048576 bytes \(\d+ bytes held by live tensors; dispose\(\) the ones you no longer need\)$/);
+    expect(out.made).toBeGreaterThan(100);
+    expect(out.made).toBeLessThanOrEqual(192);
+    expect(out.rssGrowthMb).toBeLessThan(192 + 64);
+    expect(out.recovered).toBe(true);
+  });
+});
+
 describe('forgotten tensors', () => {
   it('tensors never disposed, op outputs among them, are freed by the finalizer once collected', async () => {
     const rng = testRng();

@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { defaultDevice, dtypeBytes, memoryStats, Tensor, type Device, type DType } from '../lib/index';
 import { f32ArrayToHalf, halfArrayToF32 } from '../lib/half';
+import { native } from '../lib/native';
 import {
   allDevices,
   collectUntil,
@@ -348,6 +349,29 @@ describe('Tensor.fromDevicePointer on the CPU', () => {
     expectKvsiftError(() => Tensor.fromDevicePointer(1n << 64n, opts), 'ERR_INVALID_ARG', /expected a 64-bit address for ptr/);
   });
 
+  // Why: any address was accepted; the contract (docs/ERRORS.md) keeps the cheap guards.
+  it('rejects pointers not aligned to the dtype, and ranges past 2^64, in TypeScript and in the binding', () => {
+    const base = Tensor.from(new Float32Array(8), { device: 'cpu' });
+    for (const [dtype, size] of [['f32', 4], ['i32', 4], ['f16', 2], ['bf16', 2]] as const) {
+      for (let off = 1n; off < BigInt(size); off++) {
+        const ptr = base.devicePointer + off;
+        expectKvsiftError(
+          () => Tensor.fromDevicePointer(ptr, { shape: [2], dtype, device: 'cpu' }),
+          'ERR_INVALID_ARG',
+          `Tensor.fromDevicePointer: expected an address aligned to ${size} bytes (the size of ${dtype}) for ptr, but received ${ptr}n`,
+        );
+        expectKvsiftError(() => native.wrapPointer(ptr, 8, -1, size), 'ERR_INVALID_ARG', /^fromDevicePointer: expected an address aligned to \d bytes \(the dtype's size\) for ptr/);
+      }
+    }
+    // u8 takes any address; an aligned offset pointer works
+    Tensor.fromDevicePointer(base.devicePointer + 3n, { shape: [4], dtype: 'u8', device: 'cpu' }).dispose();
+    Tensor.fromDevicePointer(base.devicePointer + 4n, { shape: [7], dtype: 'f32', device: 'cpu' }).dispose();
+    const top = (1n << 64n) - 16n;
+    expectKvsiftError(() => Tensor.fromDevicePointer(top, { shape: [8], dtype: 'f32', device: 'cpu' }), 'ERR_INVALID_ARG', /expected an address with 32 bytes below 2\^64 for ptr/);
+    expectKvsiftError(() => native.wrapPointer(top, 32, -1, 4), 'ERR_INVALID_ARG', /expected a range that fits in the address space for ptr/);
+    base.dispose();
+  });
+
   it('rejects bad options', () => {
     expectKvsiftError(
       () => Tensor.fromDevicePointer(4096n, undefined as never),
@@ -360,6 +384,116 @@ describe('Tensor.fromDevicePointer on the CPU', () => {
       'Tensor.fromDevicePointer: expected a non-negative integer below 2^31 for options.shape[0], but received -1',
     );
     expectKvsiftError(() => Tensor.fromDevicePointer(4096n, { shape: [1], dtype: 'f32', device: 'cuda:99' }), 'ERR_NO_DEVICE');
+  });
+});
+
+describe('memory read through objects user code can change (issue 11)', () => {
+  const n = 1 << 17; // 512 KiB of f32: blocks this big come back from the host cache
+  /** Leaves a recognizable pattern in a freed host block that the next tensor of this size reuses. */
+  function leaveStaleBlock(): void {
+    Tensor.from(new Float32Array(n).fill(7), { device: 'cpu' }).dispose();
+  }
+
+  // Why: a getter that detached the data after its length was read gave a tensor of stale memory.
+  it('a getter in the options that detaches the data: the data is read after it, never stale memory', () => {
+    for (const key of ['shape', 'dtype', 'device', 'stream'] as const) {
+      leaveStaleBlock();
+      const data = new Float32Array(n).fill(1);
+      const opts: Record<string, unknown> = { device: 'cpu', shape: [n] };
+      Object.defineProperty(opts, key, {
+        enumerable: true,
+        get() {
+          structuredClone(data.buffer, { transfer: [data.buffer] });
+          return { shape: [n], dtype: 'f32', device: 'cpu', stream: undefined }[key];
+        },
+      });
+      expectKvsiftError(() => Tensor.from(data, opts), 'ERR_INVALID_ARG', `Tensor.from: expected ${n} elements for shape [${n}] for data, but received 0 elements`);
+    }
+    // without a shape the tensor is the data as it is when read: empty
+    const data = new Float32Array(n).fill(1);
+    const t = Tensor.from(data, { get device() { structuredClone(data.buffer, { transfer: [data.buffer] }); return 'cpu' as const; } });
+    expect(t.shape).toEqual([0]);
+    t.dispose();
+  });
+
+  it('a getter that shrinks a resizable ArrayBuffer: the tensor holds what is there when read', () => {
+    leaveStaleBlock();
+    const ab = new (ArrayBuffer as unknown as new (n: number, o: { maxByteLength: number }) => ArrayBuffer & { resize(n: number): void })(n * 4, { maxByteLength: n * 4 });
+    const data = new Float32Array(ab).fill(2); // length-tracking
+    expectKvsiftError(
+      () => Tensor.from(data, { shape: [n], get device() { ab.resize(12); return 'cpu' as const; } }),
+      'ERR_INVALID_ARG',
+      `Tensor.from: expected ${n} elements for shape [${n}] for data, but received 3 elements`,
+    );
+    ab.resize(n * 4);
+    const t = Tensor.from(data, { get device() { ab.resize(8); return 'cpu' as const; } });
+    expectIdentical(t.toArray(), [2, 2]);
+    t.dispose();
+  });
+
+  // Why: a TypedArray subclass claiming a longer length made a tensor of partly stale memory.
+  it('a typed array that lies about its length is taken at its real length', () => {
+    leaveStaleBlock();
+    class Liar extends Float32Array {
+      override get length(): number {
+        return n;
+      }
+    }
+    const liar = new Liar([1, 2, 3, 4]);
+    expectKvsiftError(() => Tensor.from(liar, { shape: [n], device: 'cpu' }), 'ERR_INVALID_ARG', `Tensor.from: expected ${n} elements for shape [${n}] for data, but received 4 elements`);
+    const t = Tensor.from(liar, { device: 'cpu', dtype: 'bf16' });
+    expectIdentical(t.toArray(), [1, 2, 3, 4]);
+    t.dispose();
+    // a Proxy is not a typed array, whatever instanceof says
+    const proxy = new Proxy(new Float32Array(4), {});
+    expectKvsiftError(() => Tensor.from(proxy, { device: 'cpu' }), 'ERR_INVALID_ARG', /^Tensor\.from: expected a Float32Array, Uint16Array, Int32Array, Uint8Array or number\[\] for data, but received a Proxy$/);
+  });
+
+  it('the binding checks a source against the length the caller read, after all user code ran', () => {
+    const t = Tensor.empty([4], 'f32', 'cpu');
+    const data = new Float32Array(4);
+    structuredClone(data.buffer, { transfer: [data.buffer] });
+    expectKvsiftError(() => native.copyFromHost(t._buffer, 0, data, undefined, 16), 'ERR_INVALID_ARG', /^copyFromHost: expected a source of 16 bytes for src, but received 0 bytes/);
+    expectKvsiftError(() => native.copyFromHost(t._buffer, 0, new Float32Array(3), undefined, 16), 'ERR_INVALID_ARG', /received 12 bytes/);
+    t.dispose();
+  });
+
+  it('number[] data with getters is read once: what was checked is what is copied', () => {
+    let reads = 0;
+    const data = [1, 2, 3];
+    Object.defineProperty(data, 1, { get: () => (++reads === 1 ? 5 : 'not a number'), enumerable: true });
+    const t = Tensor.from(data, { device: 'cpu' });
+    expectIdentical(t.toArray(), [1, 5, 3]);
+    expect(reads).toBe(1);
+    t.dispose();
+    // a hole is not a 0
+    // eslint-disable-next-line no-sparse-arrays
+    expectKvsiftError(() => Tensor.from([1, , 3] as number[], { device: 'cpu' }), 'ERR_INVALID_ARG', 'Tensor.from: expected an element (holes are not allowed) for data[1], but received a hole');
+  });
+
+  // Why: a Proxy shape answering differently on each read produced tensors with shape [-2, -2].
+  it('a Proxy shape is read once; a tensor with an invalid shape can never be made', () => {
+    const reads = new Map<PropertyKey, number>();
+    const shape = new Proxy([2, 2], {
+      get(target, key, receiver) {
+        const count = (reads.get(key) ?? 0) + 1;
+        reads.set(key, count);
+        if (typeof key === 'string' && /^\d+$/.test(key) && count > 1) return -2;
+        return Reflect.get(target, key, receiver);
+      },
+    });
+    for (const make of [() => Tensor.empty(shape, 'f32', 'cpu'), () => Tensor.zeros(shape, 'f32', 'cpu'), () => Tensor.from([1, 2, 3, 4], { shape, device: 'cpu' })]) {
+      reads.clear();
+      const t = make();
+      expect(t.shape).toEqual([2, 2]);
+      t.dispose();
+    }
+    const buf = native.alloc(-1, 16);
+    const Ctor = Tensor as unknown as new (b: unknown, s: number[], d: string) => Tensor;
+    expectKvsiftError(() => new Ctor(buf, [-2, -2], 'f32'), 'ERR_INVALID_ARG', 'Tensor: invalid f32 shape [-2, -2]');
+    expectKvsiftError(() => new Ctor(buf, [1.5], 'f32'), 'ERR_INVALID_ARG');
+    expectKvsiftError(() => new Ctor(buf, [8], 'f32'), 'ERR_INVALID_ARG', 'Tensor: shape [8] needs 32 bytes, but its buffer holds 16');
+    buf.free();
   });
 });
 
