@@ -1,6 +1,7 @@
+import { pbkdf2 } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
-import { cudaDeviceCount, defaultDevice, memoryStats, Stream, synchronize, Tensor, type Device } from '../lib/index';
-import { cudaDevices, describeCuda, expectKvsiftError, expectSameBytes, rejectsKvsift, testRng } from './helpers';
+import { cudaDeviceCount, defaultDevice, h2o, memoryStats, snapkv, Stream, synchronize, Tensor, type Device } from '../lib/index';
+import { allDevices, cudaDevices, describeCuda, expectKvsiftError, expectSameBytes, nmse as nmseOf, rejectsKvsift, testRng } from './helpers';
 
 describe('streams on the CPU', () => {
   it('Stream.create("cpu") makes a usable stream whose synchronize resolves', async () => {
@@ -78,6 +79,41 @@ describe('streams on the CPU', () => {
   });
 });
 
+describe('async reads are snapshots (issue 11)', () => {
+  /** Occupies libuv's threads, so that anything an async read might leave to them runs late. */
+  function busyThreadPool(): Promise<unknown> {
+    return Promise.all(Array.from({ length: 8 }, () => new Promise((done) => pbkdf2('kvsift', 'salt', 40_000, 32, 'sha256', done))));
+  }
+
+  // Why: on the CPU a read copied on a worker thread, after in-place ops issued later (torn reads).
+  it.each(allDevices())('on %s toArrayAsync sees the tensor as of the call, whatever in-place work and disposal follow', async (device) => {
+    const rng = testRng();
+    const H = 8;
+    const N = 1024;
+    const q = Tensor.from(rng.normalArray(H * 2), { shape: [1, H, 1, 2], device });
+    const k = Tensor.from(rng.normalArray(H * N * 2), { shape: [1, H, N, 2], device });
+    const s = Tensor.zeros([1, H, N], 'f32', device);
+    for (let round = 0; round < 3; round++) {
+      const busy = busyThreadPool();
+      const before = s.toArray();
+      const read = s.toArrayAsync();
+      const rawRead = s.toArrayAsync();
+      h2o.accumulate(q, k, s); // in place, issued after the reads
+      expectSameBytes(await read, before, `round ${round}`);
+      expectSameBytes(await rawRead, before, `round ${round} (second read)`);
+      await busy;
+    }
+    // a read, then dispose and a new tensor that may reuse the memory
+    const data = rng.normalArray(1 << 17);
+    const t = Tensor.from(data, { device });
+    const read = t.toArrayAsync();
+    t.dispose();
+    const other = Tensor.from(new Float32Array(1 << 17).fill(3), { device });
+    expectSameBytes(await read, data);
+    for (const x of [q, k, s, other]) x.dispose();
+  });
+});
+
 describe('Stream.fromHandle', () => {
   it('rejects handles that are not 64-bit bigints', () => {
     const expected = 'a cudaStream_t as a bigint';
@@ -144,6 +180,43 @@ describeCuda('streams on CUDA', () => {
     tensors.forEach((t) => t.dispose());
     await Promise.all(streams.map((s) => s.synchronize()));
     streams.forEach((s) => s.dispose());
+  });
+
+  // Why: a buffer used on two streams was freed in the order of the last one only.
+  it('a buffer used on several streams is reused only after all of them reached its free (record-stream)', async () => {
+    const rng = testRng();
+    const a = Stream.create(device);
+    const b = Stream.create(device);
+    const shape = [1, 8, 4096, 64];
+    const qData = rng.normalArray(8 * 4 * 64);
+    const kData = rng.normalArray(8 * 4096 * 64);
+    const q = Tensor.from(qData, { shape: [1, 8, 4, 64], device });
+    const expected = (() => {
+      const qc = Tensor.from(qData, { shape: [1, 8, 4, 64], device: 'cpu' });
+      const kc = Tensor.from(kData, { shape, device: 'cpu' });
+      const out = snapkv.scores(qc, kc, { window: 4 });
+      const r = out.toArray();
+      for (const t of [qc, kc, out]) t.dispose();
+      return r;
+    })();
+    for (let round = 0; round < 3; round++) {
+      const k = Tensor.from(kData, { shape, device, stream: b });
+      await b.synchronize();
+      // a long queue on a reads k...
+      const outs = Array.from({ length: 16 }, () => snapkv.scores(q, k, { window: 4, stream: a }));
+      // ...its last use is on b, so its free is issued on b: b must first wait for a
+      const copy = k.to(device, { stream: b });
+      k.dispose();
+      // same size on b: the pool hands back k's block at once, in b's order
+      const clobber = Tensor.zeros(shape, 'f32', device, { stream: b });
+      for (const [i, o] of outs.entries()) {
+        expect(nmseOf(await o.toArrayAsync({ stream: a }), expected), `round ${round}, op ${i}`).toBeLessThan(1e-6);
+        o.dispose();
+      }
+      for (const t of [copy, clobber]) t.dispose();
+    }
+    await synchronize(device);
+    for (const x of [a, b, q]) x.dispose();
   });
 
   it('a tensor disposed right after toArrayAsync still reads correctly', async () => {
