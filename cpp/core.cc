@@ -302,7 +302,8 @@ class AsyncJob {
   explicit AsyncJob(std::string op) : op_(std::move(op)) {}
   // On a libuv thread; nothing in it may touch JS.
   virtual void Execute() = 0;
-  // On the JS thread, with a live environment: the value to resolve with.
+  // On the JS thread, with a live environment: the value to resolve with (nullptr after setting
+  // custom_code_: the promise rejects with it).
   virtual napi_value Result(napi_env env) {
     napi_value u = nullptr;
     napi_get_undefined(env, &u);
@@ -368,7 +369,12 @@ class AsyncJob {
       napi_reject_deferred(env, deferred_, MakeError(e, custom_code_.c_str(), op_ + ": " + custom_message_).Value());
     } else {
       napi_value result = Result(env);
-      if (result != nullptr) napi_resolve_deferred(env, deferred_, result);
+      if (result != nullptr) {
+        napi_resolve_deferred(env, deferred_, result);
+      } else if (!custom_code_.empty()) {
+        // the result itself could not be made (host memory for the ArrayBuffer)
+        napi_reject_deferred(env, deferred_, MakeError(e, custom_code_.c_str(), op_ + ": " + custom_message_).Value());
+      }
     }
   }
 

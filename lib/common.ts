@@ -8,7 +8,7 @@ import { native } from './native';
 import { streamHandle, type Stream } from './stream';
 import { checkTensor, Tensor, type DType } from './tensor';
 import { types } from 'node:util';
-import { checkInt, checkOneOf, invalid, invalidText, isArray, snapshotArray } from './validate';
+import { checkInt, checkOneOf, invalid, invalidText, isArray, snapshotArray, typedArrayLength } from './validate';
 
 /** 'bhsd' = [B, H, N, D] (Hugging Face); 'bshd' = [B, N, H, D] (FlashAttention, vLLM). */
 export type Layout = 'bhsd' | 'bshd';
@@ -77,7 +77,8 @@ export function checkLengths(op: string, name: string, value: unknown, batch: nu
   let arr: Int32Array;
   if (types.isInt32Array(value)) {
     // the real contents, whatever a subclass claims its length is
-    arr = new Int32Array(value);
+    // a detached view has no elements (and cannot be copied from)
+    arr = typedArrayLength(value) === 0 ? new Int32Array(0) : new Int32Array(value);
   } else if (!types.isProxy(value) && isArray(value)) {
     const items = snapshotArray(op, name, value, expected);
     if (items.length !== batch) throw invalidText(op, name, `${batch} lengths (one per batch row)`, `${items.length}`);

@@ -352,7 +352,7 @@ function toHost(op: string, data: readonly unknown[] | ArrayBufferView, kind: Da
   const array = kind === 'array' ? (data as readonly unknown[]) : undefined;
   if (dtype === 'f16' || dtype === 'bf16') {
     if (kind === 'u16') return data as ArrayBufferView;
-    if (kind === 'f32') return f32ArrayToHalf(new Float32Array(data as Float32Array), dtype);
+    if (kind === 'f32') return f32ArrayToHalf(typedArrayLength(data as ArrayBufferView) === 0 ? new Float32Array(0) : new Float32Array(data as Float32Array), dtype);
     if (array) return f32ArrayToHalf(hostArray(op, Float32Array, checkNumbers(op, array)), dtype);
     throw invalid(op, 'data', `a Float32Array, Uint16Array or number[] for dtype '${dtype}'`, data);
   }

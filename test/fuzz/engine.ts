@@ -32,6 +32,9 @@ import { describeChild, REPO_ROOT, runChild } from '../scripts/child';
 
 const { isProxy } = types;
 
+/** KVSIFT_FUZZ_TRACE=1 prints every call before it runs (to find a hang). */
+const TRACE = process.env.KVSIFT_FUZZ_TRACE === '1';
+
 export const SCALE = Number(process.env.KVSIFT_FUZZ_SCALE ?? '1') > 0 ? Number(process.env.KVSIFT_FUZZ_SCALE ?? '1') : 1;
 
 /** The codes docs/ERRORS.md documents: the fuzzer accepts no other. */
@@ -423,7 +426,8 @@ export function collectTensors(args: Args): Tensor[] {
   const visit = (v: unknown, depth: number) => {
     if (v instanceof Tensor && Object.getPrototypeOf(v) === Tensor.prototype) found.add(v);
     else if (depth < 2 && isPlainObject(v)) for (const k of Object.keys(v)) visit(v[k], depth + 1);
-    else if (depth < 2 && Array.isArray(v)) for (const x of v) visit(x, depth + 1);
+    // a Proxy array may claim any length (the lying-length mutation): not walked
+    else if (depth < 2 && Array.isArray(v) && !isProxy(v)) for (const x of v) visit(x, depth + 1);
   };
   for (const a of args) visit(a, 0);
   return [...found].filter((t) => !t.disposed);
@@ -515,6 +519,7 @@ export async function fuzzPublic(rng: Rng, ctx: Ctx, specs: Spec[], iterations: 
         continue;
       }
       const where0 = `call #${it} ${spec.name}`;
+      if (TRACE) process.stderr.write(`${where0} ${describeArgs(args)}\n`);
       const u = rng.float();
       if (u < 0.12 && spec.deterministic !== false && spec.inPlace === undefined) {
         // the same call clean, then polluted: the outcomes must be the same
@@ -590,7 +595,7 @@ export function describeArgs(args: Args): string {
     if (typeof v === 'string') return JSON.stringify(v.length > 20 ? `${v.slice(0, 20)}…` : v);
     if (typeof v === 'number') return Object.is(v, -0) ? '-0' : String(v);
     if (ArrayBuffer.isView(v)) return `${v.constructor.name}(${(v as unknown as { length?: number }).length ?? v.byteLength})`;
-    if (Array.isArray(v)) return depth > 1 ? '[…]' : `[${v.slice(0, 8).map((x) => one(x, depth + 1)).join(', ')}${v.length > 8 ? ', …' : ''}]`;
+    if (Array.isArray(v)) return depth > 1 ? '[…]' : `[${Array.prototype.slice.call(v, 0, 8).map((x) => one(x, depth + 1)).join(', ')}${v.length > 8 ? ', …' : ''}]`;
     if (v !== null && typeof v === 'object') {
       if (!isPlainObject(v)) return `a ${(v as object).constructor?.name ?? 'null-prototype object'}`;
       return depth > 1 ? '{…}' : `{ ${Object.keys(v).map((k) => `${k}: ${one(v[k], depth + 1)}`).join(', ')} }`;
