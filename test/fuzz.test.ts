@@ -123,6 +123,7 @@ describe('fuzz: hostile inputs', () => {
     const total: Record<string, number> = {};
     for (const h of hostileTotals) for (const [k, n] of Object.entries(h)) total[k] = (total[k] ?? 0) + n;
     for (const kind of ['detach', 'resize', 'lie', 'pollute']) expect(total[kind] ?? 0, `${kind} never applied (${JSON.stringify(total)})`).toBeGreaterThan(20);
+    if (process.env.KVSIFT_FUZZ_REPORT === '1') process.stdout.write(`hostile mutations applied: ${JSON.stringify(total)}\n`);
   });
 
   it('workers terminated or exiting at random moments while they use kvsift never take the process down (child process)', () => {

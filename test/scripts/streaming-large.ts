@@ -1,5 +1,5 @@
 /**
- * streaming.select with a large, valid n (BUG-3 in test/fuzz.test.ts): must end in a tensor or a
+ * streaming.select with a large, valid n (BUG-3 in test/fuzz-regressions.test.ts): must end in a tensor or a
  * KvsiftError, not a V8 abort. Run with a small JS heap (--max-old-space-size=128): the positions
  * belong in native memory, not in a JS array.
  */
