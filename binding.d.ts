@@ -36,6 +36,7 @@ export interface NativeBuildInfo {
   cudaUnavailableReason: string;
   napiVersion: number;
   cpuThreads: number;
+  cudaEmulated: boolean;
 }
 
 export interface NativeDeviceInfo {

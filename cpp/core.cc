@@ -60,6 +60,11 @@ Napi::Value BuildInfo(const Napi::CallbackInfo& info) {
   o.Set("cudaDriverVersion", env.Null());
 #endif
   o.Set("cudaUnavailableReason", cuda_unavailable_reason());
+#ifdef KVSIFT_CUDA_EMULATED
+  o.Set("cudaEmulated", true);
+#else
+  o.Set("cudaEmulated", false);
+#endif
   o.Set("napiVersion", NAPI_VERSION);
   o.Set("cpuThreads", cpu::num_threads());
   return o;

@@ -39,6 +39,11 @@ export interface BuildInfo {
   cudaDriverVersion: string | null;
   /** Why no CUDA device is usable ('' when one is). */
   cudaUnavailableReason: string;
+  /**
+   * Whether `cuda:0` is the emulated device of an emulated build (`npm run build:emu`): the CUDA
+   * kernels run on the CPU with memory, race and barrier checks (docs/GPU.md).
+   */
+  cudaEmulated: boolean;
   napiVersion: number;
   /** Threads of the CPU backend (KVSIFT_NUM_THREADS overrides). */
   cpuThreads: number;

@@ -148,7 +148,17 @@ struct Dispatch {
   Dispatch(Napi::Env e, std::string o, int d, cudaStream_t s) : env(e), op(std::move(o)), device(d), stream(s), guard(d) {
     CheckCuda(env, op, guard.error());
   }
-  void cuda_result(int err) { CheckCuda(env, op, err); }
+  // A launcher's error: an unsupported configuration is ERR_UNSUPPORTED with the launcher's text
+  // (cuda/dispatch.h), anything else a CUDA error.
+  void cuda_result(int err) {
+#ifdef KVSIFT_WITH_CUDA
+    if (err == cudaErrorNotSupported) {
+      std::string what = cuda::take_unsupported_message();
+      Throw(env, code::kUnsupported, op + ": " + (what.empty() ? "not supported on this device" : what));
+    }
+#endif
+    CheckCuda(env, op, err);
+  }
   // The tail every op shares: the CPU backend, or the CUDA launcher with its error checked and
   // the stream recorded on the tensors it touched (their frees are ordered on it).
   template <typename CpuFn, typename CudaFn>
@@ -157,7 +167,7 @@ struct Dispatch {
       cpu(cpu_fn);
       return;
     }
-    CheckCuda(env, op, cuda_fn());
+    cuda_result(cuda_fn());
     for (const TensorArg* t : touched) t->buffer->set_stream(stream);
   }
   // Runs a CPU backend call; its scratch allocations may fail.
