@@ -1,0 +1,53 @@
+/** bench entries of the L2-norm key ranking (lib/l2.ts). */
+'use strict';
+
+const { CAPACITY, bytes } = require('../shapes');
+const { refNorms } = require('../reference');
+const { TOL, compareNumeric, compareSelection, compareGathered } = require('../compare');
+const select = require('./select');
+
+/** One read of K + the f32 norms written. */
+const normsFloor = (c) => bytes.keys(c) + bytes.rowScores(c);
+
+module.exports = [
+  {
+    name: 'l2.norms',
+    usesWindow: false,
+    floor: normsFloor,
+    graph: 'yes (no seqLens)',
+    torch: null,
+    runner: (kv, x) => {
+      const k = x.keys();
+      return () => kv.l2.norms(k);
+    },
+    check: (c) => {
+      const ref = refNorms(c.host.k, c.dims);
+      const out = c.run((x) => c.kv.l2.norms(x.k));
+      return [...out.map(([who, t]) => compareNumeric(`${who} norms`, t.toArray(), ref, TOL.norms)), ...c.vsCpu(out, TOL.norms)];
+    },
+  },
+  {
+    name: 'l2.compress',
+    usesWindow: false,
+    /** norms + top C of N + gathers of K and V */
+    floor: (c) => normsFloor(c) + bytes.rowScores(c) + bytes.positions(c, c.C) + 2 * select.floors.gather(c),
+    graph: 'yes (no seqLens)',
+    torch: 'knorm',
+    runner: (kv, x) => {
+      const [k, v] = [x.keys(), x.values()];
+      return () => kv.l2.compress(k, v, { capacity: CAPACITY });
+    },
+    check: (c) => {
+      const { B, Hkv, N, D, C } = c.dims;
+      const neg = refNorms(c.host.k, c.dims).map((x) => -x);
+      const res = [];
+      for (const [who, r] of c.run((x) => c.kv.l2.compress(x.k, x.v, { capacity: C }))) {
+        const pos = r.positions.toArray();
+        res.push(compareSelection(`${who} selection`, pos, neg, B * Hkv, N, C));
+        res.push(compareGathered(`${who} keys`, r.keys.toArray(), c.host.k, pos, B, Hkv, C, N, D));
+        res.push(compareGathered(`${who} values`, r.values.toArray(), c.host.v, pos, B, Hkv, C, N, D));
+      }
+      return res;
+    },
+  },
+];
