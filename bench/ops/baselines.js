@@ -8,11 +8,9 @@ const { compareSelection } = require('../compare');
 module.exports = [
   {
     name: 'tova.select',
-    usesWindow: false,
     /** one read of K + the decode query + C positions per batch row */
     floor: (c) => bytes.keys(c) + bytes.qDecode(c) + c.b * c.C * 4,
     graph: 'yes (no seqLens)',
-    torch: null,
     runner: (kv, x) => {
       const [q, k] = [x.decodeQuery(), x.keys()];
       return () => kv.tova.select(q, k, { capacity: CAPACITY });

@@ -7,11 +7,8 @@ const { compareExact } = require('../compare');
 module.exports = [
   {
     name: 'copy',
-    usesWindow: false,
     /** K read and written */
     floor: (c) => 2 * bytes.keys(c),
-    graph: 'yes',
-    torch: null,
     runner: (kv, x, w, device) => {
       const k = x.keys();
       return () => k.to(device);

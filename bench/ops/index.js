@@ -3,13 +3,14 @@
  * about it. An entry is
  *
  *   name        the op as --op selects it and as the table prints it
- *   usesWindow  timed once per SnapKV window W (else once per shape, N and batch)
+ *   usesWindow  timed once per SnapKV window W (default: once per shape, N and batch)
  *   floor(c)    the bytes the op must move at the least, for one sweep config c
  *               { b, hq, hkv, d, n, w, C, esz } (shapes.bytes has the common terms)
  *   graph       whether a CUDA graph can capture the op, read off the implementation: the ops
  *               launch kernels and stream-ordered allocations only; the optional seqLens/lengths
  *               arrays are uploaded with a pageable cudaMemcpyAsync, which a capture rejects
- *   torch       its counterpart in torch_reference.py, or null
+ *               (default 'yes')
+ *   torch       its counterpart in torch_reference.py (default null)
  *   runner(kv, x, w, device)  returns a closure that runs the op once on the sweep's inputs x
  *               (bench/sweep.js makeInputs; w is null unless usesWindow) and returns what to
  *               dispose
@@ -21,13 +22,10 @@
  */
 'use strict';
 
-const OPS = Object.freeze([
-  ...require('./snapkv'),
-  ...require('./select'),
-  ...require('./l2'),
-  ...require('./keyformer'),
-  ...require('./baselines'),
-  ...require('./copy'),
-]);
+const FAMILIES = ['./snapkv', './select', './l2', './keyformer', './baselines', './copy'];
+
+const DEFAULTS = Object.freeze({ usesWindow: false, graph: 'yes', torch: null });
+
+const OPS = Object.freeze(FAMILIES.flatMap((file) => require(file).map((entry) => Object.freeze({ ...DEFAULTS, ...entry }))));
 
 module.exports = { OPS };

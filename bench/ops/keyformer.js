@@ -14,7 +14,6 @@ const STEPS = Object.freeze([
 module.exports = [
   {
     name: 'keyformer.accumulate',
-    usesWindow: false,
     /** one read of K + the decode query + the f32 scores read and written in place */
     floor: (c) => bytes.keys(c) + bytes.qDecode(c) + 2 * bytes.rowScores(c),
     graph: 'yes (no seqLens)',

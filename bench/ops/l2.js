@@ -12,10 +12,8 @@ const normsFloor = (c) => bytes.keys(c) + bytes.rowScores(c);
 module.exports = [
   {
     name: 'l2.norms',
-    usesWindow: false,
     floor: normsFloor,
     graph: 'yes (no seqLens)',
-    torch: null,
     runner: (kv, x) => {
       const k = x.keys();
       return () => kv.l2.norms(k);
@@ -28,7 +26,6 @@ module.exports = [
   },
   {
     name: 'l2.compress',
-    usesWindow: false,
     /** norms + top C of N + gathers of K and V */
     floor: (c) => normsFloor(c) + bytes.rowScores(c) + bytes.positions(c, c.C) + 2 * select.floors.gather(c),
     graph: 'yes (no seqLens)',

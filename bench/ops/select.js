@@ -17,7 +17,6 @@ module.exports = [
     usesWindow: true,
     floor: topkFloor,
     graph: 'yes (no lengths)',
-    torch: null,
     runner: (kv, x, w) => {
       const pooled = x.pooled(w);
       return () => kv.topk(pooled, CAPACITY - w);
@@ -33,10 +32,7 @@ module.exports = [
   },
   {
     name: 'gather',
-    usesWindow: false,
     floor: gatherFloor,
-    graph: 'yes',
-    torch: null,
     runner: (kv, x) => {
       const keys = x.keys();
       const positions = x.positions();

@@ -22,7 +22,6 @@ module.exports = [
     usesWindow: true,
     floor: scoresFloor,
     graph: 'yes (no seqLens)',
-    torch: null,
     runner: (kv, x, w) => {
       const [q, k] = [x.windowQueries(w), x.keys()];
       return () => kv.snapkv.scores(q, k, { window: w });
@@ -34,7 +33,6 @@ module.exports = [
     usesWindow: true,
     floor: (c) => scoresFloor(c) + c.b * c.hq * c.w * 4,
     graph: 'yes (no seqLens)',
-    torch: null,
     runner: (kv, x, w) => {
       const [q, k, lse] = [x.windowQueries(w), x.keys(), x.lse(w)];
       return () => kv.snapkv.scores(q, k, { window: w, lse });
@@ -50,7 +48,6 @@ module.exports = [
     usesWindow: true,
     floor: poolFloor,
     graph: 'yes (no lengths)',
-    torch: null,
     runner: (kv, x, w) => {
       const votes = x.votes(w);
       return () => kv.snapkv.pool(votes, { kernel: KERNEL, kind: POOLING });
