@@ -10,7 +10,7 @@
 
 const { hostValues, SEEDS } = require('./inputs');
 const { CHECK } = require('./shapes');
-const { refScores } = require('./reference');
+const { snapkvScoresRef } = require('../reference/snapkv');
 const { compareNumeric, all } = require('./compare');
 const { tensorsOf } = require('./timer');
 
@@ -47,7 +47,13 @@ function runCheck(kv, device, dtype, ops, print) {
     track,
     /** a new f32/i32 tensor on dev, disposed after the checks */
     upload: (data, shape, dev) => track(kv.Tensor.from(data, { shape, device: dev })),
-    refs: { scores: () => (scores ??= refScores(inputs.q.toArray(), inputs.k.toArray(), dims)) },
+    /** the inputs as logical [B, H, S, D] caches (reference/layout.js Cache4) */
+    caches: () => ({
+      q: { data: c.host.q, B, H: Hq, S: W, D },
+      k: { data: c.host.k, B, H: Hkv, S: N, D },
+      qd: { data: c.host.qd, B, H: Hq, S: 1, D },
+    }),
+    refs: { scores: () => (scores ??= snapkvScoresRef(c.host.q, c.host.k, dims)) },
     /** fn(inputs, dev) on the bench device, then on the CPU backend: [[who, output]] */
     run: (fn) => {
       const out = [[device, track(fn(inputs, device))]];

@@ -7,19 +7,10 @@
 import { describe, expect, it } from 'vitest';
 import { evict, h2o, keyformer, streaming, tova, Tensor, type Device, type DType } from '../lib/index';
 import { cudaDevices, describeCuda, expectClose, expectIdentical, expectKvsiftError, expectSameBytes, testRng, tolerance, type Rng } from './helpers';
-import {
-  accumulate as refAccumulate,
-  fromLayout,
-  gatherRows,
-  selectRecent,
-  shapeIn,
-  streamingSelect,
-  toLayout,
-  topkPositions,
-  tovaScores,
-  type Cache4,
-  type Layout,
-} from './reference/keyformer';
+import { streamingSelect, tovaScores } from '../reference/baselines';
+import { accumulate as refAccumulate, selectRecent } from '../reference/keyformer';
+import { fromLayout, shapeIn, toLayout, type Cache4, type Layout } from '../reference/layout';
+import { gatherRows, topkPositions } from '../reference/select';
 
 const LAYOUTS: Layout[] = ['bhsd', 'bshd'];
 const DTYPES: ('f32' | 'f16' | 'bf16')[] = ['f32', 'f16', 'bf16'];

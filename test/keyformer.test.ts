@@ -17,8 +17,9 @@ import {
   tolerance,
   type Rng,
 } from './helpers';
-import { accumulate as refAccumulate, fromLayout, selectRecent, shapeIn, tau as refTau, toLayout, type Cache4, type Layout } from './reference/keyformer';
-import { gumbelFromBits, gumbelGrid, mulhilo32, mulhilo32BigInt, philox4x32_10, philoxBits, philoxGumbel, uniformFromBits } from './reference/philox';
+import { accumulate as refAccumulate, selectRecent, tau as refTau } from '../reference/keyformer';
+import { fromLayout, shapeIn, toLayout, type Cache4, type Layout } from '../reference/layout';
+import { gumbelFromBits, gumbelGrid, mulhilo32, mulhilo32BigInt, philox4x32_10, philoxBits, philoxGumbel, uniformFromBits } from '../reference/philox';
 
 const LAYOUTS: Layout[] = ['bhsd', 'bshd'];
 const DTYPES: ('f32' | 'f16' | 'bf16')[] = ['f32', 'f16', 'bf16'];

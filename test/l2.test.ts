@@ -6,7 +6,9 @@
 import { describe, expect, it } from 'vitest';
 import { l2, Tensor, type Device, type DType } from '../lib/index';
 import { cudaDevices, describeCuda, expectClose, expectIdentical, expectKvsiftError, testRng, tolerance, type Rng } from './helpers';
-import { fromLayout, gatherRows, l2Norms, l2Select, shapeIn, toLayout, type Cache4, type Layout } from './reference/keyformer';
+import { l2Norms, l2Select } from '../reference/l2';
+import { fromLayout, shapeIn, toLayout, type Cache4, type Layout } from '../reference/layout';
+import { gatherRows } from '../reference/select';
 
 const LAYOUTS: Layout[] = ['bhsd', 'bshd'];
 const DTYPES: ('f32' | 'f16' | 'bf16')[] = ['f32', 'f16', 'bf16'];

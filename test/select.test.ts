@@ -7,7 +7,8 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import { evict, gather, KvsiftError, memoryStats, Stream, Tensor, topk, type Device, type DType, type Layout } from '../lib/index';
 import { cudaDevices, describeCuda, expectIdentical, expectKvsiftError, expectSameBytes, rejectsKvsift, testRng, type Rng } from './helpers';
-import { bhsdToBshd, bshdToBhsd, gatherRef, topkRef } from './reference/snapkv';
+import { bhsdToBshd, bshdToBhsd } from '../reference/layout';
+import { gatherRef, topkRef } from '../reference/select';
 
 const live: Tensor[] = [];
 function track<T extends Tensor>(t: T): T {

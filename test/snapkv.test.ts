@@ -9,16 +9,9 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { KvsiftError, memoryStats, snapkv, Stream, Tensor, type Device, type Layout } from '../lib/index';
 import type { GroupReduce, PoolKind } from '../lib/snapkv';
 import { cudaDevices, describeCuda, expectClose, expectIdentical, expectKvsiftError, expectSameBytes, testRng, type Rng } from './helpers';
-import {
-  bhsdToBshd,
-  bshdToBhsd,
-  gatherRef,
-  poolRef,
-  selectionViolation,
-  snapkvCompressRef,
-  snapkvScoresRef,
-  type Dims,
-} from './reference/snapkv';
+import { bhsdToBshd, bshdToBhsd } from '../reference/layout';
+import { gatherRef, selectionViolation } from '../reference/select';
+import { poolRef, snapkvCompressRef, snapkvScoresRef, type Dims } from '../reference/snapkv';
 
 type FloatDType = 'f32' | 'f16' | 'bf16';
 

@@ -2,7 +2,7 @@
 'use strict';
 
 const { CAPACITY, bytes } = require('../shapes');
-const { refDecodeAttention } = require('../reference');
+const { tovaScores } = require('../../reference/baselines');
 const { compareSelection } = require('../compare');
 
 module.exports = [
@@ -16,10 +16,9 @@ module.exports = [
       return () => kv.tova.select(q, k, { capacity: CAPACITY });
     },
     check: (c) => {
-      const { B, Hq, N, C } = c.dims;
-      const f = refDecodeAttention(c.host.qd, c.host.k, c.dims, null, 1);
-      const layer = new Float64Array(B * N);
-      for (let b = 0; b < B; b++) for (let h = 0; h < Hq; h++) for (let j = 0; j < N; j++) layer[b * N + j] += f[(b * Hq + h) * N + j] / Hq;
+      const { B, N, C } = c.dims;
+      const { qd, k } = c.caches();
+      const layer = tovaScores(qd, k);
       return c.run((x) => c.kv.tova.select(x.qd, x.k, { capacity: C })).map(([who, t]) => compareSelection(`${who} selection`, t.toArray(), layer, B, N, C));
     },
   },

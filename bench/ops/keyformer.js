@@ -2,7 +2,7 @@
 'use strict';
 
 const { bytes } = require('../shapes');
-const { refDecodeAttention } = require('../reference');
+const { accumulate } = require('../../reference/keyformer');
 const { TOL, compareNumeric } = require('../compare');
 
 /** Two steps, so '+=' is checked too. */
@@ -28,14 +28,10 @@ module.exports = [
       };
     },
     check: (c) => {
-      const { B, Hq, Hkv, N, G } = c.dims;
-      // the noise is the op's own Philox draw (keyformer.gumbel)
-      const ref = new Float64Array(B * Hkv * N);
-      for (const s of STEPS) {
-        const g = c.track(c.kv.keyformer.gumbel([B, Hq, 1, N], { seed: s.seed, step: s.step, device: 'cpu' })).toArray();
-        const f = refDecodeAttention(c.host.qd, c.host.k, c.dims, g, s.tau);
-        for (let b = 0; b < B; b++) for (let h = 0; h < Hq; h++) for (let j = 0; j < N; j++) ref[(b * Hkv + Math.floor(h / G)) * N + j] += f[(b * Hq + h) * N + j];
-      }
+      const { B, Hkv, N } = c.dims;
+      const { qd, k } = c.caches();
+      let ref = new Float64Array(B * Hkv * N);
+      for (const s of STEPS) ref = accumulate(qd, k, ref, { ...s, noise: 'gumbel' });
       const out = c.run((x, dev) => {
         const scores = c.kv.Tensor.zeros([B, Hkv, N], 'f32', dev);
         for (const s of STEPS) c.kv.keyformer.accumulate(x.qd, x.k, scores, s);

@@ -2,7 +2,7 @@
 'use strict';
 
 const { CAPACITY, bytes } = require('../shapes');
-const { refNorms } = require('../reference');
+const { l2Norms } = require('../../reference/l2');
 const { TOL, compareNumeric, compareSelection, compareGathered } = require('../compare');
 const select = require('./select');
 
@@ -19,7 +19,7 @@ module.exports = [
       return () => kv.l2.norms(k);
     },
     check: (c) => {
-      const ref = refNorms(c.host.k, c.dims);
+      const ref = l2Norms(c.caches().k);
       const out = c.run((x) => c.kv.l2.norms(x.k));
       return [...out.map(([who, t]) => compareNumeric(`${who} norms`, t.toArray(), ref, TOL.norms)), ...c.vsCpu(out, TOL.norms)];
     },
@@ -36,7 +36,7 @@ module.exports = [
     },
     check: (c) => {
       const { B, Hkv, N, D, C } = c.dims;
-      const neg = refNorms(c.host.k, c.dims).map((x) => -x);
+      const neg = l2Norms(c.caches().k).map((x) => -x);
       const res = [];
       for (const [who, r] of c.run((x) => c.kv.l2.compress(x.k, x.v, { capacity: C }))) {
         const pos = r.positions.toArray();

@@ -3,7 +3,8 @@
 
 const { CAPACITY, KERNEL, POOLING, bytes } = require('../shapes');
 const { randomPositions, SEEDS } = require('../inputs');
-const { refPool, refTopk } = require('../reference');
+const { poolRef } = require('../../reference/snapkv');
+const { topkRef } = require('../../reference/select');
 const { compareExact, compareGathered } = require('../compare');
 
 /** The layer's rows of votes read, C - W positions per row written. */
@@ -23,9 +24,9 @@ module.exports = [
     },
     check: (c) => {
       const { B, Hkv, P, W, C } = c.dims;
-      const pooled = Float32Array.from(refPool(Float32Array.from(c.refs.scores().votes), B * Hkv, P, KERNEL, POOLING));
+      const pooled = Float32Array.from(poolRef(Float32Array.from(c.refs.scores().votes), B * Hkv, P, KERNEL, POOLING));
       const k = C - W;
-      const ref = refTopk(pooled, B * Hkv, P, k);
+      const ref = topkRef(pooled, B * Hkv, P, k);
       const out = c.run((x, dev) => c.kv.topk(c.upload(pooled, [B, Hkv, P], dev), k));
       return out.map(([who, t]) => compareExact(`${who} positions`, t.toArray(), ref));
     },

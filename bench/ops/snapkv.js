@@ -2,7 +2,7 @@
 'use strict';
 
 const { CAPACITY, KERNEL, POOLING, bytes } = require('../shapes');
-const { refPool } = require('../reference');
+const { poolRef } = require('../../reference/snapkv');
 const { TOL, compareNumeric, compareExact, compareSelection, compareGathered } = require('../compare');
 const select = require('./select');
 
@@ -57,7 +57,7 @@ module.exports = [
       const votes = Float32Array.from(c.refs.scores().votes);
       const res = [];
       for (const kind of [POOLING, POOLING === 'max' ? 'avg' : 'max']) {
-        const ref = refPool(votes, B * Hkv, P, KERNEL, kind);
+        const ref = poolRef(votes, B * Hkv, P, KERNEL, kind);
         const out = c.run((x, dev) => c.kv.snapkv.pool(c.upload(votes, [B, Hkv, P], dev), { kernel: KERNEL, kind }));
         for (const [who, t] of out) {
           // max picks one of its inputs: exact; avg sums K of them in f32
@@ -80,7 +80,7 @@ module.exports = [
     },
     check: (c) => {
       const { B, Hkv, N, D, W, C, P } = c.dims;
-      const pooled = refPool(c.refs.scores().votes, B * Hkv, P, KERNEL, POOLING);
+      const pooled = poolRef(c.refs.scores().votes, B * Hkv, P, KERNEL, POOLING);
       const out = c.run((x) => c.kv.snapkv.compress(x.q, x.k, x.v, { window: W, capacity: C, kernel: KERNEL, pooling: POOLING }));
       const res = [];
       for (const [who, r] of out) {
