@@ -1,11 +1,13 @@
 /**
  * Shared test utilities: a seeded PRNG whose seed is printed when a test fails (replay with
- * KVSIFT_TEST_SEED=<seed>), random tensor data, the devices to run on, CUDA suites that skip
- * visibly, per-dtype tolerances and a closeness check that names the worst element.
+ * KVSIFT_TEST_SEED=<seed>), random tensor data, the devices to run on, suites run once per
+ * backend, CUDA suites that skip visibly, cache fixtures in either layout, per-dtype tolerances
+ * and a closeness check that names the worst element.
  */
 import { randomBytes } from 'node:crypto';
-import { describe, expect, it, onTestFailed } from 'vitest';
-import { buildInfo, cudaDeviceCount, devices, KvsiftError, type Device, type DType } from '../lib/index';
+import { afterEach, describe, expect, it, onTestFailed } from 'vitest';
+import { buildInfo, cudaDeviceCount, devices, KvsiftError, Tensor, type Device, type DType } from '../lib/index';
+import { bshdToBhsd, fromLayout, shapeIn, toLayout, type Cache4, type Layout } from '../reference/layout';
 
 // ---------------------------------------------------------------------------------------------
 // Seeds and random numbers
@@ -201,11 +203,85 @@ export function describeCuda(name: string, fn: () => void): void {
   else describe.skip(`${name} [skipped: ${reason}]`, fn);
 }
 
+/**
+ * The case table of an op, once per backend: `body(device)` runs inside a describe named
+ * `${name} on ${device}` for 'cpu' and for every CUDA device; without one, a single CUDA suite is
+ * listed, skipped, like {@link describeCuda}. The body compares the CPU backend with the float64
+ * reference, and a CUDA device with the CPU backend on the same inputs.
+ *
+ * @example
+ * ```ts
+ * describeEachDevice('l2.norms', (device) => { for (const c of CASES) it(label(c), () => run(c, device)); });
+ * ```
+ */
+export function describeEachDevice(name: string, body: (device: Device) => void): void {
+  describe(`${name} on cpu`, () => body('cpu'));
+  const cuda = cudaDevices();
+  if (cuda.length === 0) describeCuda(`${name} on cuda`, () => body('cuda:0'));
+  else for (const device of cuda) describe(`${name} on ${device}`, () => body(device));
+}
+
 /** `it` for single tests that need a CUDA device; skipped visibly like {@link describeCuda}. */
 export function itCuda(name: string, fn: () => unknown | Promise<unknown>, timeout?: number): void {
   const reason = cudaSkipReason();
   if (reason === '') it(name, fn, timeout);
   else it.skip(`${name} [skipped: ${reason}]`, fn, timeout);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Fixtures
+
+export type FloatDType = 'f32' | 'f16' | 'bf16';
+export const LAYOUTS: readonly Layout[] = Object.freeze(['bhsd', 'bshd'] as const);
+export const FLOAT_DTYPES: readonly FloatDType[] = Object.freeze(['f32', 'f16', 'bf16'] as const);
+/** Every layout x float dtype: the smallest case table of a 4-D op. */
+export const LAYOUT_DTYPES: ReadonlyArray<{ layout: Layout; dtype: FloatDType }> = LAYOUTS.flatMap((layout) => FLOAT_DTYPES.map((dtype) => ({ layout, dtype })));
+
+/**
+ * Disposes, after each test, every tensor handed to `track` (or the three of a compressed cache
+ * handed to `trackAll`). Call once at the top of a test file.
+ */
+export function tensorScope(): { track: <T extends Tensor>(t: T) => T; trackAll: <T extends { keys: Tensor; values: Tensor; positions: Tensor }>(c: T) => T } {
+  const live: Tensor[] = [];
+  afterEach(() => {
+    for (const t of live.splice(0)) t.dispose();
+  });
+  const track = <T extends Tensor>(t: T): T => {
+    live.push(t);
+    return t;
+  };
+  const trackAll = <T extends { keys: Tensor; values: Tensor; positions: Tensor }>(c: T): T => {
+    live.push(c.keys, c.values, c.positions);
+    return c;
+  };
+  return { track, trackAll };
+}
+
+/**
+ * A cache tensor from logical [B, H, S, D] f32 data, stored in `layout` and `dtype` on `device`,
+ * and the reference's view of it: the values as the device holds them (rounded to the dtype),
+ * logical [B, H, S, D].
+ */
+export function makeCache(data: Float32Array, dims: readonly [number, number, number, number], dtype: DType, layout: Layout, device: Device = 'cpu'): { t: Tensor; ref: Cache4 } {
+  const [B, H, S, D] = dims;
+  const t = Tensor.from(toLayout({ data, B, H, S, D }, layout), { shape: shapeIn(layout, B, H, S, D), dtype, device });
+  return { t, ref: fromLayout(t.toArray(), layout, B, H, S, D) };
+}
+
+/** The values a device sees after rounding f32 data to dtype, widened to f32 exactly. */
+export function rounded(data: Float32Array, dtype: FloatDType): Float32Array {
+  const t = Tensor.from(data, { dtype, device: 'cpu' });
+  const out = t.toArray() as Float32Array;
+  t.dispose();
+  return out;
+}
+
+/** A 4-D tensor's stored bits (Float32Array or Uint16Array) in logical bhsd order. */
+export function rawBhsd(t: Tensor, layout: Layout): Float32Array | Uint16Array {
+  const raw = t.toRawArray() as Float32Array | Uint16Array;
+  if (layout === 'bhsd') return raw;
+  const [B, S, H, D] = t.shape;
+  return bshdToBhsd(raw, B, H, S, D);
 }
 
 // ---------------------------------------------------------------------------------------------
