@@ -187,6 +187,12 @@ export function allDevices(): Device[] {
   return ['cpu', ...cudaDevices()];
 }
 
+/**
+ * Whether the CUDA device is the emulated one (KVSIFT_CUDA_EMULATE: its kernels run on the host's
+ * cores): case tables leave out their largest CUDA shapes there.
+ */
+export const CUDA_EMULATED: boolean = buildInfo.cudaArchitectures.includes('emulated');
+
 /** Why the CUDA suites are skipped ('' when they run). */
 export function cudaSkipReason(): string {
   if (cudaDeviceCount() > 0) return '';
