@@ -2,11 +2,9 @@
 // snapkv_scores (cpp/cpu/snapkv_scores.cc) and accumulate (cpp/cpu/keyformer.cc), against a
 // naive double-precision reference written here from common/params.h alone; plus the other paths
 // of the shared core (recomputed logits, one pair per chunk) compared bit for bit, and the same
-// bits for any thread count. Not part of the addon. Build and run (one command line):
-//   g++ -std=gnu++17 -O3 -pthread cpp/cpu/tests/check_attn.cc cpp/cpu/snapkv_scores.cc
-//       cpp/cpu/keyformer.cc cpp/cpu/parallel.cc -o /tmp/check_attn && /tmp/check_attn
-// `-v` lists every case, `--cases N` runs N random cases per op (default 160), `--bench` times
-// the Llama-3-8B-like shapes instead.
+// bits for any thread count. Not part of the addon: built and run by CTest
+// (cpp/cpu/tests/CMakeLists.txt, from .ci/run). `-v` lists every case, `--cases N` runs N random
+// cases per op (default 160), `--bench` times the Llama-3-8B-like shapes instead.
 #include <algorithm>
 #include <chrono>
 #include <cinttypes>
@@ -25,27 +23,14 @@
 #include "../cpu_ops.h"
 #include "../half.h"
 #include "../parallel.h"
+#include "check.h"
 
 using namespace kvsift;
+using namespace kvsift::test;
 
 namespace {
 
-int g_failures = 0;
-int g_checks = 0;
 
-void check(bool ok, const std::string& what) {
-  ++g_checks;
-  if (!ok) {
-    ++g_failures;
-    if (g_failures <= 30) std::printf("FAIL: %s\n", what.c_str());
-  }
-}
-
-std::mt19937_64 rng(20240612);
-
-int64_t rand_int(int64_t lo, int64_t hi) {  // inclusive
-  return std::uniform_int_distribution<int64_t>(lo, hi)(rng);
-}
 template <typename T>
 T pick(const std::vector<T>& v) {
   return v[static_cast<size_t>(rand_int(0, static_cast<int64_t>(v.size()) - 1))];
@@ -372,22 +357,7 @@ void snapkv_case(Stats& st, bool verbose) {
 
   // The other paths of the core give the very same bits.
   std::vector<float> out2(out.size(), 12345.0f);
-  cpu::ColsumProblem P{};
-  P.kind = cpu::ColsumKind::Snapkv;
-  P.q = p.q;
-  P.k = p.k;
-  P.dtype = dt;
-  P.B = p.B;
-  P.Hq = p.Hq;
-  P.Hkv = p.Hkv;
-  P.Tq = p.W;
-  P.N = p.N;
-  P.D = p.D;
-  P.seq_lens = p.seq_lens;
-  P.lse = p.lse;
-  P.scale = p.scale;
-  P.tau = 1.0f;
-  P.group_reduce = red;
+  cpu::ColsumProblem P = cpu::snapkv_problem(p);
   for (CorePath path : {CorePath::StoredSmallChunks, CorePath::Recompute}) {
     std::fill(out2.begin(), out2.end() - 1, -1.0f);
     P.out = out2.data();
@@ -491,24 +461,7 @@ void accumulate_case(Stats& st, bool verbose) {
   check(untouched, std::string(name) + ": touched scores past L or past the end");
 
   std::vector<float> scores2;
-  cpu::ColsumProblem P{};
-  P.kind = cpu::ColsumKind::Accumulate;
-  P.q = p.q;
-  P.k = p.k;
-  P.dtype = dt;
-  P.B = p.B;
-  P.Hq = p.Hq;
-  P.Hkv = p.Hkv;
-  P.Tq = p.T;
-  P.N = p.N;
-  P.D = p.D;
-  P.seq_lens = p.seq_lens;
-  P.scale = p.scale;
-  P.tau = tau;
-  P.noise = noise;
-  P.seed = seed;
-  P.step = step;
-  P.group_reduce = GroupReduce::Sum;
+  cpu::ColsumProblem P = cpu::accumulate_problem(p);
   for (CorePath path : {CorePath::StoredSmallChunks, CorePath::Recompute}) {
     scores2 = init;
     P.out = scores2.data();
@@ -672,6 +625,7 @@ void bench() {
 }  // namespace
 
 int main(int argc, char** argv) {
+  rng.seed(20240612);
   bool verbose = false, hash_only = false;
   int cases = 160;
   for (int i = 1; i < argc; ++i) {
@@ -711,6 +665,5 @@ int main(int argc, char** argv) {
     check(ok && std::strncmp(buf, mine, 16) == 0,
           std::string("same bits with KVSIFT_NUM_THREADS=") + th + " (got " + buf + ")");
   }
-  std::printf("%d checks, %d failures\n", g_checks, g_failures);
-  return g_failures == 0 ? 0 : 1;
+  return finish();
 }
