@@ -75,7 +75,7 @@ export interface Binding {
   deviceSynchronize(device: number): Promise<void>;
   memoryStats(device: number, resetPeak?: boolean): NativeMemoryStats;
 
-  // ---- ops (cpp/ops.cc). Outputs are allocated by the caller; lengths arrays are host Int32Arrays
+  // ---- ops (cpp/ops/<family>.cc). Outputs are allocated by the caller; lengths arrays are host Int32Arrays
   // checked and uploaded by the binding. Every op runs on its tensors' device.
   /** votes: out f32 [B, Hout, N - W]; groupReduce 0 mean, 1 sum, 2 max, 3 none. */
   snapkvScores(queries: NativeTensor, keys: NativeTensor, out: NativeTensor,

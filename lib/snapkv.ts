@@ -1,6 +1,6 @@
 /**
- * SnapKV (arXiv 2404.14469; ALGORITHMS.md §1): the last W queries of the prompt vote for the
- * prefix keys they attend to; the top-voted keys and the window are kept.
+ * SnapKV (arXiv 2404.14469; docs/ALGORITHMS.md, "SnapKV"): the last W queries of the prompt vote
+ * for the prefix keys they attend to; the top-voted keys and the window are kept.
  */
 import { native } from './native';
 import {
