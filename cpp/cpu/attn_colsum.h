@@ -86,50 +86,42 @@ struct ColsumProblem {
   int64_t chunk_bytes = kChunkBytes;
 };
 
-// The core's problem of each op, filled from the op's parameters (common/params.h) in one place.
-inline ColsumProblem snapkv_problem(const SnapkvScoresParams& p) {
+// The core's problem of each op, filled from the op's parameters (common/params.h) in one place:
+// the fields both ops' params share, then each op's own.
+template <typename Params>
+ColsumProblem colsum_problem(ColsumKind kind, const Params& p, int32_t T, float tau, float* out) {
   ColsumProblem P{};
-  P.kind = ColsumKind::Snapkv;
+  P.kind = kind;
   P.q = p.q;
   P.k = p.k;
   P.dtype = p.dtype;
   P.B = p.B;
   P.Hq = p.Hq;
   P.Hkv = p.Hkv;
-  P.T = p.W;
+  P.T = T;
   P.N = p.N;
   P.D = p.D;
   P.seq_lens = p.seq_lens;
-  P.lse = p.lse;
   P.scale = p.scale;
-  P.tau = 1.0f;  // (x * scale + 0) / 1 is exactly x * scale
-  P.noise = false;
+  P.tau = tau;
+  P.out = out;
+  return P;
+}
+
+inline ColsumProblem snapkv_problem(const SnapkvScoresParams& p) {
+  // tau 1: (x * scale + 0) / 1 is exactly x * scale
+  ColsumProblem P = colsum_problem(ColsumKind::Snapkv, p, p.W, 1.0f, p.out);
+  P.lse = p.lse;
   P.group_reduce = p.group_reduce;
-  P.out = p.out;
   return P;
 }
 
 inline ColsumProblem accumulate_problem(const AccumulateParams& p) {
-  ColsumProblem P{};
-  P.kind = ColsumKind::Accumulate;
-  P.q = p.q;
-  P.k = p.k;
-  P.dtype = p.dtype;
-  P.B = p.B;
-  P.Hq = p.Hq;
-  P.Hkv = p.Hkv;
-  P.T = p.T;
-  P.N = p.N;
-  P.D = p.D;
-  P.seq_lens = p.seq_lens;
-  P.lse = nullptr;
-  P.scale = p.scale;
-  P.tau = p.tau;
+  ColsumProblem P = colsum_problem(ColsumKind::Accumulate, p, p.T, p.tau, p.scores);
   P.noise = p.noise == NoiseKind::Gumbel;
   P.seed = p.seed;
   P.step = p.step;
   P.group_reduce = GroupReduce::Sum;
-  P.out = p.scores;
   return P;
 }
 

@@ -520,23 +520,6 @@ void test_philox_gumbel() {
 // ---------------------------------------------------------------------------------------------
 // Timing
 
-// Median and best of `reps` runs after one warm-up (thread pool, scratch buffers). The best is
-// printed too because the 2-core build machine is shared and the median wanders.
-template <typename F>
-double median_ms(F&& f, int reps, double* best = nullptr) {
-  std::vector<double> t;
-  f();
-  for (int i = 0; i < reps; ++i) {
-    auto t0 = std::chrono::steady_clock::now();
-    f();
-    auto t1 = std::chrono::steady_clock::now();
-    t.push_back(std::chrono::duration<double, std::milli>(t1 - t0).count());
-  }
-  std::sort(t.begin(), t.end());
-  if (best != nullptr) *best = t.front();
-  return t[t.size() / 2];
-}
-
 void bench_topk(int64_t R, int64_t M, int64_t k) {
   std::vector<float> in(static_cast<size_t>(R * M));
   fill_scores(in.data(), R * M, 0);
