@@ -7,17 +7,13 @@
  */
 import { describe, expect, it } from 'vitest';
 import { evict, h2o, keyformer, streaming, tova, Tensor, type Device, type DType } from '../lib/index';
-import { describeCuda, cudaDevices, describeEachDevice, expectClose, expectIdentical, expectKvsiftError, expectSameBytes, LAYOUT_DTYPES, LAYOUTS, makeCache, testRng, tolerance, type Rng } from './helpers';
+import { describeCuda, cudaDevices, describeEachDevice, expectClose, expectIdentical, expectKvsiftError, expectSameBytes, LAYOUT_DTYPES, LAYOUTS, makeCache, qkCaches, testRng, tolerance, type Rng } from './helpers';
 import { streamingSelect, tovaScores } from '../reference/baselines';
 import { accumulate as refAccumulate, selectRecent } from '../reference/keyformer';
 import { fromLayout, shapeIn, toLayout, type Layout } from '../reference/layout';
 import { gatherRows, topkPositions } from '../reference/select';
 
-/**
- * Queries [B, Hq, T, D] and keys [B, Hkv, N, D] on `device` with logits of order 1, odd sizes,
- * GQA; small on the CPU (the float64 reference), larger on CUDA. `cpu` holds the same q and k on
- * the CPU backend (the same tensors when the device is the CPU).
- */
+/** Queries and keys (helpers' qkCaches) of odd sizes, GQA; small on the CPU, larger on CUDA. */
 function qk(rng: Rng, dtype: DType, layout: Layout, T: number, device: Device = 'cpu') {
   const big = device !== 'cpu';
   const Hkv = rng.int(1, 3);
@@ -25,12 +21,7 @@ function qk(rng: Rng, dtype: DType, layout: Layout, T: number, device: Device = 
   const B = rng.int(1, 3);
   const N = Math.max(T, big ? rng.int(300, 1200) : rng.int(9, 71));
   const D = big ? [64, 128, 96][rng.int(0, 2)] : rng.int(2, 40);
-  const std = Math.pow(D, -0.25) * 1.5;
-  const qData = rng.normalArray(B * Hq * T * D, 0, std);
-  const kData = rng.normalArray(B * Hkv * N * D, 0, std);
-  const q = makeCache(qData, [B, Hq, T, D], dtype, layout, device);
-  const k = makeCache(kData, [B, Hkv, N, D], dtype, layout, device);
-  const cpu = big ? { q: makeCache(qData, [B, Hq, T, D], dtype, layout).t, k: makeCache(kData, [B, Hkv, N, D], dtype, layout).t } : { q: q.t, k: k.t };
+  const { q, k, cpu } = qkCaches(rng, { B, Hq, Hkv, T, N, D }, dtype, layout, device);
   return { B, Hq, Hkv, N, D, T, q, k, cpu };
 }
 

@@ -274,6 +274,22 @@ export function makeCache(data: Float32Array, dims: readonly [number, number, nu
   return { t, ref: fromLayout(t.toArray(), layout, B, H, S, D) };
 }
 
+/**
+ * Queries [B, Hq, T, D] and keys [B, Hkv, N, D] with normal entries of std 1.5 D^-1/4, so the
+ * logits q.k/sqrt(D) are of order 1 (a softmax neither flat nor one-hot): on `device` with the
+ * reference's view, and `cpu`, the same inputs on the CPU backend (the same tensors on the CPU).
+ */
+export function qkCaches(rng: Rng, d: { B: number; Hq: number; Hkv: number; T: number; N: number; D: number }, dtype: DType, layout: Layout, device: Device = 'cpu') {
+  const { B, Hq, Hkv, T, N, D } = d;
+  const std = Math.pow(D, -0.25) * 1.5;
+  const qData = rng.normalArray(B * Hq * T * D, 0, std);
+  const kData = rng.normalArray(B * Hkv * N * D, 0, std);
+  const q = makeCache(qData, [B, Hq, T, D], dtype, layout, device);
+  const k = makeCache(kData, [B, Hkv, N, D], dtype, layout, device);
+  const cpu = device === 'cpu' ? { q: q.t, k: k.t } : { q: makeCache(qData, [B, Hq, T, D], dtype, layout).t, k: makeCache(kData, [B, Hkv, N, D], dtype, layout).t };
+  return { q, k, cpu };
+}
+
 /** The values a device sees after rounding f32 data to dtype, widened to f32 exactly. */
 export function rounded(data: Float32Array, dtype: FloatDType): Float32Array {
   const t = Tensor.from(data, { dtype, device: 'cpu' });

@@ -15,14 +15,14 @@ import {
   expectKvsiftError,
   expectSameBytes,
   LAYOUT_DTYPES,
-  makeCache,
+  qkCaches,
   testRng,
   tolerance,
   type Rng,
 } from './helpers';
 import { accumulate as refAccumulate, selectRecent, tau as refTau } from '../reference/keyformer';
 import { type Cache4, type Layout } from '../reference/layout';
-import { gumbelFromBits, gumbelGrid, mulhilo32, mulhilo32BigInt, philox4x32_10, philoxBits, philoxGumbel, uniformFromBits } from '../reference/philox';
+import { gumbelFromBits, gumbelGrid, mulhilo32, mulhilo32BigInt, philox4x32_10, philoxBits, uniformFromBits } from '../reference/philox';
 
 const U64_MAX = (1n << 64n) - 1n;
 
@@ -69,13 +69,7 @@ function accProblem(rng: Rng, dtype: DType, layout: Layout, device: Device = 'cp
   const N = big ? rng.int(200, 900) : rng.int(7, 61);
   const T = rng.int(1, Math.min(5, N));
   const D = big ? [64, 128, 80][rng.int(0, 2)] : rng.int(1, 33);
-  // logits of order 1: a softmax that is neither flat nor one-hot
-  const std = Math.pow(D, -0.25) * 1.5;
-  const qData = rng.normalArray(B * Hq * T * D, 0, std);
-  const kData = rng.normalArray(B * Hkv * N * D, 0, std);
-  const q = makeCache(qData, [B, Hq, T, D], dtype, layout, device);
-  const k = makeCache(kData, [B, Hkv, N, D], dtype, layout, device);
-  const cpu = big ? { q: makeCache(qData, [B, Hq, T, D], dtype, layout).t, k: makeCache(kData, [B, Hkv, N, D], dtype, layout).t } : { q: q.t, k: k.t };
+  const { q, k, cpu } = qkCaches(rng, { B, Hq, Hkv, T, N, D }, dtype, layout, device);
   const init = rng.uniformArray(B * Hkv * N, 0, 3);
   const seqLens = Array.from({ length: B }, () => rng.int(T, N));
   seqLens[rng.int(0, B - 1)] = N;

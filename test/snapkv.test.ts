@@ -89,7 +89,7 @@ function describeCase(c: object): string {
 
 // ---------------------------------------------------------------------------------------------
 
-interface ScoresCase {
+interface SnapkvCase {
   B: number;
   Hkv: number;
   G: number;
@@ -100,72 +100,47 @@ interface ScoresCase {
   lse: boolean;
 }
 
-/** Every dtype x groupReduce, with G, D, seqLens and lse rotating through their values. */
-function scoresCases(): ScoresCase[] {
-  const out: ScoresCase[] = [];
-  const Gs = [1, 4, 8];
-  const Ds = [64, 128, 40];
-  let i = 0;
+const GROUPS = [1, 4, 8];
+const HEAD_DIMS = [64, 128, 40];
+
+/** One row per dtype x groupReduce; `row(i, ...)` rotates the other parameters with i. */
+function caseTable<T>(row: (i: number, dtype: FloatDType, groupReduce: GroupReduce) => T): T[] {
+  const out: T[] = [];
   for (const dtype of ['f32', 'f16', 'bf16'] as const) {
-    for (const groupReduce of ['mean', 'sum', 'max', 'none'] as const) {
-      out.push({
-        B: 1 + (i % 3),
-        Hkv: 1 + ((i >> 1) % 2),
-        G: Gs[i % 3],
-        D: Ds[(i + (i >> 2)) % 3],
-        dtype,
-        groupReduce,
-        seqLens: i % 2 === 1,
-        lse: (i >> 1) % 2 === 0,
-      });
-      i++;
-    }
+    for (const groupReduce of ['mean', 'sum', 'max', 'none'] as const) out.push(row(out.length, dtype, groupReduce));
   }
   return out;
 }
+
+/** snapkv.scores: every dtype x groupReduce, with G, D, seqLens and lse rotating through their values. */
+const SCORES_CASES: SnapkvCase[] = caseTable((i, dtype, groupReduce) => ({
+  B: 1 + (i % 3),
+  Hkv: 1 + ((i >> 1) % 2),
+  G: GROUPS[i % 3],
+  D: HEAD_DIMS[(i + (i >> 2)) % 3],
+  dtype,
+  groupReduce,
+  seqLens: i % 2 === 1,
+  lse: (i >> 1) % 2 === 0,
+}));
+
+/** snapkv.compress: the same, with the pooling kind and kernel rotating too. */
+const COMPRESS_CASES: Array<SnapkvCase & { pooling: PoolKind; kernel: number }> = caseTable((i, dtype, groupReduce) => ({
+  B: 1 + ((i + 1) % 2),
+  Hkv: 1 + (i % 2),
+  G: GROUPS[(i + 1) % 3],
+  D: HEAD_DIMS[i % 3],
+  dtype,
+  groupReduce,
+  pooling: i % 2 === 0 ? 'max' : 'avg',
+  kernel: [7, 5, 1, 3][i % 4],
+  seqLens: (i >> 1) % 2 === 1,
+  lse: i % 3 === 0,
+}));
 
 function makeSeqLens(rng: Rng, B: number, N: number, W: number): number[] {
   // with several rows the first is full length; the others (or a lone row) random in [W, N)
   return Array.from({ length: B }, (_, b) => (b === 0 && B > 1 ? N : rng.int(W, N - 1)));
-}
-
-interface CompressCase {
-  B: number;
-  Hkv: number;
-  G: number;
-  D: number;
-  dtype: FloatDType;
-  groupReduce: GroupReduce;
-  pooling: PoolKind;
-  kernel: number;
-  seqLens: boolean;
-  lse: boolean;
-}
-
-function compressCases(): CompressCase[] {
-  const out: CompressCase[] = [];
-  const Gs = [1, 4, 8];
-  const Ds = [64, 128, 40];
-  const kernels = [7, 5, 1, 3];
-  let i = 0;
-  for (const dtype of ['f32', 'f16', 'bf16'] as const) {
-    for (const groupReduce of ['mean', 'sum', 'max', 'none'] as const) {
-      out.push({
-        B: 1 + ((i + 1) % 2),
-        Hkv: 1 + (i % 2),
-        G: Gs[(i + 1) % 3],
-        D: Ds[i % 3],
-        dtype,
-        groupReduce,
-        pooling: i % 2 === 0 ? 'max' : 'avg',
-        kernel: kernels[i % 4],
-        seqLens: (i >> 1) % 2 === 1,
-        lse: i % 3 === 0,
-      });
-      i++;
-    }
-  }
-  return out;
 }
 
 interface CheckedCompress {
@@ -234,7 +209,7 @@ function expectRowEqual(a: ArrayLike<number>, b: ArrayLike<number>): boolean {
 
 describeEachDevice('snapkv.scores', (device) => {
   const onCpu = device === 'cpu';
-  for (const c of scoresCases()) {
+  for (const c of SCORES_CASES) {
     it(`${c.dtype} G=${c.G} D=${c.D} B=${c.B} ${c.groupReduce}${c.seqLens ? ' seqLens' : ''}${c.lse ? ' lse' : ''}, both layouts`, () => {
       const rng = testRng();
       // CUDA: longer rows, so N spans several key tiles
@@ -301,7 +276,7 @@ describeEachDevice('snapkv.pool', (device) => {
 
 describeEachDevice('snapkv.compress', (device) => {
   const onCpu = device === 'cpu';
-  for (const c of compressCases()) {
+  for (const c of COMPRESS_CASES) {
     it(`${c.dtype} G=${c.G} D=${c.D} B=${c.B} ${c.groupReduce} ${c.pooling}${c.kernel}${c.seqLens ? ' seqLens' : ''}${c.lse ? ' lse' : ''}`, async () => {
       const rng = testRng();
       const { N, W } = onCpu ? oddSizes(rng, 120, 900, 1, 40) : oddSizes(rng, 500, 3001, 1, 64);
