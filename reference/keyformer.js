@@ -7,7 +7,7 @@
 
 const { at } = require('./layout');
 const { philoxGumbel } = require('./philox');
-const { protect, topkPositions } = require('./select');
+const { selectProtected } = require('./select');
 
 /** @typedef {import('./layout').Cache4} Cache4 */
 /**
@@ -81,17 +81,7 @@ function tau(step, o) {
  * @returns {Int32Array}
  */
 function selectRecent(scores, B, H, N, o) {
-  const C = o.capacity;
-  const out = new Int32Array(B * H * C);
-  for (let b = 0; b < B; b++) {
-    const L = o.seqLens === undefined ? N : o.seqLens[b];
-    for (let h = 0; h < H; h++) {
-      const r = b * H + h;
-      const row = protect(Array.prototype.slice.call(scores, r * N, (r + 1) * N), L, 0, o.recent, 1);
-      out.set(topkPositions(row, L, C), r * C);
-    }
-  }
-  return out;
+  return selectProtected(scores, B, H, N, { capacity: o.capacity, sinks: 0, recent: o.recent, sign: 1, seqLens: o.seqLens });
 }
 
 module.exports = { accumulate, tau, selectRecent };

@@ -5,7 +5,7 @@
 'use strict';
 
 const { at } = require('./layout');
-const { protect, topkPositions } = require('./select');
+const { selectProtected } = require('./select');
 
 /** @typedef {import('./layout').Cache4} Cache4 */
 
@@ -43,18 +43,7 @@ function l2Select(k, o) {
     for (let r = 0; r < B * H; r++) for (let j = 0; j < N; j++) out[r * N + j] = j;
     return out;
   }
-  const norms = l2Norms(k, o.seqLens);
-  const C = o.capacity;
-  const out = new Int32Array(B * H * C);
-  for (let b = 0; b < B; b++) {
-    const L = o.seqLens === undefined ? N : o.seqLens[b];
-    for (let h = 0; h < H; h++) {
-      const r = b * H + h;
-      const row = protect(norms.subarray(r * N, (r + 1) * N), L, o.sinks ?? 0, o.recent ?? 0, -1);
-      out.set(topkPositions(row, L, C), r * C);
-    }
-  }
-  return out;
+  return selectProtected(l2Norms(k, o.seqLens), B, H, N, { capacity: o.capacity, sinks: o.sinks ?? 0, recent: o.recent ?? 0, sign: -1, seqLens: o.seqLens });
 }
 
 module.exports = { l2Norms, l2Select };

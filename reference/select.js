@@ -95,6 +95,30 @@ function protect(row, L, sinks, recent, sign) {
 }
 
 /**
+ * Per row of [B, H, N] scores, the C best of the row's first L entries (seqLens[b], or N) after
+ * {@link protect} (sinks and recent tokens first; sign -1 keeps the lowest scores), ascending.
+ * Returns [B, H, C].
+ * @param {ArrayLike<number>} scores
+ * @param {number} B
+ * @param {number} H
+ * @param {number} N
+ * @param {{ capacity: number, sinks: number, recent: number, sign: number, seqLens?: ArrayLike<number> }} o
+ * @returns {Int32Array}
+ */
+function selectProtected(scores, B, H, N, o) {
+  const C = o.capacity;
+  const out = new Int32Array(B * H * C);
+  for (let b = 0; b < B; b++) {
+    const L = o.seqLens === undefined ? N : o.seqLens[b];
+    for (let r = b * H; r < (b + 1) * H; r++) {
+      const row = protect(Array.prototype.slice.call(scores, r * N, (r + 1) * N), L, o.sinks, o.recent, o.sign);
+      out.set(topkPositions(row, L, C), r * C);
+    }
+  }
+  return out;
+}
+
+/**
  * out[b, h, i, :] = cache[b, floor(h / group), pos[b, h or 0, i], :] over any typed array (raw
  * f16/bf16 bits gather exactly). positions is [B, Hp, K] with Hp = 1 (broadcast) or Hc * group.
  * @template {NumArray} T
@@ -168,4 +192,4 @@ function selectionViolation(refRow, len, chosen, rtol = 1e-4, atol = 1e-9) {
   return '';
 }
 
-module.exports = { rankRow, topkPositions, topkRef, protect, gatherRef, gatherRows, selectionViolation };
+module.exports = { rankRow, topkPositions, topkRef, protect, selectProtected, gatherRef, gatherRows, selectionViolation };

@@ -75,29 +75,6 @@ describe('f32ToF16', () => {
     expect(f32ToF16(value)).toBe(bits);
   });
 
-  it('NaN stays NaN', () => {
-    for (const nan of [NaN, fromBits(0x7f800001), fromBits(0xffc00000), fromBits(0x7fffffff)]) {
-      const b = f32ToF16(nan);
-      expect(isF16NaN(b), `0x${b.toString(16)}`).toBe(true);
-      expect(b).toBeLessThanOrEqual(0xffff);
-    }
-  });
-
-  it('agrees with an independent reference on random f32 bit patterns', () => {
-    const rng = testRng();
-    const xs = rng.bits32AsF32(200_000);
-    for (let i = 0; i < xs.length; i++) {
-      const x = xs[i];
-      const want = referenceRound(x, 10, 5);
-      const got = f32ToF16(x);
-      if (want < 0) {
-        if (!isF16NaN(got)) throw new Error(`f32ToF16(NaN bits 0x${u32Of(x)}) = 0x${got.toString(16)}`);
-      } else if (got !== want) {
-        throw new Error(`f32ToF16(${x}) = 0x${got.toString(16)}, reference 0x${want.toString(16)}`);
-      }
-    }
-  });
-
   it('agrees with the reference around every f16 rounding boundary', () => {
     // midpoints between consecutive f16 values, and the f32 neighbours on either side
     for (let b = 0; b < 0x7c00; b++) {
@@ -163,29 +140,6 @@ describe('f32ToBf16', () => {
   it.each(cases)('%s', (_, value, bits) => {
     expect(f32ToBf16(value)).toBe(bits);
   });
-
-  it('NaN stays NaN, also when only low mantissa bits are set', () => {
-    for (const nan of [NaN, fromBits(0x7f800001), fromBits(0xff800001), fromBits(0x7fc00000), fromBits(0x7f80ffff)]) {
-      const b = f32ToBf16(nan);
-      expect(isBf16NaN(b), `0x${b.toString(16)}`).toBe(true);
-      expect(b).toBeLessThanOrEqual(0xffff);
-    }
-  });
-
-  it('agrees with an independent reference on random f32 bit patterns', () => {
-    const rng = testRng();
-    const xs = rng.bits32AsF32(200_000);
-    for (let i = 0; i < xs.length; i++) {
-      const x = xs[i];
-      const want = referenceRound(x, 7, 8);
-      const got = f32ToBf16(x);
-      if (want < 0) {
-        if (!isBf16NaN(got)) throw new Error(`f32ToBf16(NaN bits 0x${u32Of(x)}) = 0x${got.toString(16)}`);
-      } else if (got !== want) {
-        throw new Error(`f32ToBf16(${x}) = 0x${got.toString(16)}, reference 0x${want.toString(16)}`);
-      }
-    }
-  });
 });
 
 describe('bf16ToF32', () => {
@@ -206,6 +160,38 @@ describe('bf16ToF32', () => {
 
   it('NaN patterns widen to NaN', () => {
     for (const b of [0x7f81, 0x7fc0, 0xffff]) expect(bf16ToF32(b)).toBeNaN();
+  });
+});
+
+/** What f32ToF16 and f32ToBf16 share: NaN stays NaN, and the reference on random bit patterns. */
+const FORMATS = [
+  { name: 'f32ToF16', round: f32ToF16, isNaN: isF16NaN, mantBits: 10, expBits: 5, nans: [NaN, fromBits(0x7f800001), fromBits(0xffc00000), fromBits(0x7fffffff)] },
+  // bf16 also when only low mantissa bits are set (a truncation would make those infinities)
+  { name: 'f32ToBf16', round: f32ToBf16, isNaN: isBf16NaN, mantBits: 7, expBits: 8, nans: [NaN, fromBits(0x7f800001), fromBits(0xff800001), fromBits(0x7fc00000), fromBits(0x7f80ffff)] },
+];
+
+describe.each(FORMATS)('$name on every class of f32', (fmt) => {
+  it('NaN stays NaN', () => {
+    for (const nan of fmt.nans) {
+      const b = fmt.round(nan);
+      expect(fmt.isNaN(b), `0x${b.toString(16)}`).toBe(true);
+      expect(b).toBeLessThanOrEqual(0xffff);
+    }
+  });
+
+  it('agrees with an independent reference on random f32 bit patterns', () => {
+    const rng = testRng();
+    const xs = rng.bits32AsF32(200_000);
+    for (let i = 0; i < xs.length; i++) {
+      const x = xs[i];
+      const want = referenceRound(x, fmt.mantBits, fmt.expBits);
+      const got = fmt.round(x);
+      if (want < 0) {
+        if (!fmt.isNaN(got)) throw new Error(`${fmt.name}(NaN bits 0x${u32Of(x)}) = 0x${got.toString(16)}`);
+      } else if (got !== want) {
+        throw new Error(`${fmt.name}(${x}) = 0x${got.toString(16)}, reference 0x${want.toString(16)}`);
+      }
+    }
   });
 });
 
