@@ -28,13 +28,18 @@ export interface NativeTensor {
   readonly shape: readonly number[];
 }
 
+/** What the build contains (lib/device.ts exports it as BuildInfo). */
 export interface NativeBuildInfo {
+  /** Whether the CUDA kernels were compiled into this build. */
   cuda: boolean;
+  /** CMake CUDA architectures compiled in, e.g. ['75-real', ..., '90']. */
   cudaArchitectures: string[];
   cudaRuntimeVersion: string | null;
   cudaDriverVersion: string | null;
+  /** Why no CUDA device is usable ('' when one is). */
   cudaUnavailableReason: string;
   napiVersion: number;
+  /** Threads of the CPU backend (KVSIFT_NUM_THREADS overrides). */
   cpuThreads: number;
 }
 

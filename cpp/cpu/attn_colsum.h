@@ -90,22 +90,10 @@ struct ColsumProblem {
 // the fields both ops' params share, then each op's own.
 template <typename Params>
 ColsumProblem colsum_problem(ColsumKind kind, const Params& p, int32_t T, float tau, float* out) {
-  ColsumProblem P{};
-  P.kind = kind;
-  P.q = p.q;
-  P.k = p.k;
-  P.dtype = p.dtype;
-  P.B = p.B;
-  P.Hq = p.Hq;
-  P.Hkv = p.Hkv;
-  P.T = T;
-  P.N = p.N;
-  P.D = p.D;
-  P.seq_lens = p.seq_lens;
-  P.scale = p.scale;
-  P.tau = tau;
-  P.out = out;
-  return P;
+  // in ColsumProblem's field order: kind, q, k, dtype, B, Hq, Hkv, T, N, D, seq_lens, lse, scale,
+  // tau, noise, seed, step, group_reduce, out
+  return ColsumProblem{kind, p.q, p.k, p.dtype, p.B, p.Hq, p.Hkv, T, p.N, p.D, p.seq_lens, nullptr,
+                       p.scale, tau, false, 0, 0, GroupReduce::Sum, out};
 }
 
 inline ColsumProblem snapkv_problem(const SnapkvScoresParams& p) {
@@ -121,7 +109,6 @@ inline ColsumProblem accumulate_problem(const AccumulateParams& p) {
   P.noise = p.noise == NoiseKind::Gumbel;
   P.seed = p.seed;
   P.step = p.step;
-  P.group_reduce = GroupReduce::Sum;
   return P;
 }
 
