@@ -178,25 +178,15 @@ describe('topk: argument validation', () => {
 
 const ALL_DTYPES: readonly DType[] = ['f32', 'f16', 'bf16', 'i32', 'u8'];
 
+/** The integer view of each dtype's raw bits (f32 as its uint32 patterns). */
+const RAW_INTS = { f32: Uint32Array, f16: Uint16Array, bf16: Uint16Array, i32: Int32Array, u8: Uint8Array } as const;
+
 /** A random cache of any dtype from random bits (NaN payloads included), bhsd, as raw integers. */
 function randomRaw(rng: Rng, dtype: DType, n: number): Uint32Array | Uint16Array | Int32Array | Uint8Array {
-  switch (dtype) {
-    case 'f32': {
-      const u = new Uint32Array(n);
-      for (let i = 0; i < n; i++) u[i] = rng.u32();
-      return u;
-    }
-    case 'f16':
-    case 'bf16':
-      return rng.bits16(n);
-    case 'i32': {
-      const u = new Int32Array(n);
-      for (let i = 0; i < n; i++) u[i] = rng.u32() | 0;
-      return u;
-    }
-    case 'u8':
-      return rng.bytes(n);
-  }
+  const Ints = RAW_INTS[dtype];
+  const out = new Ints(n);
+  for (let i = 0; i < n; i++) out[i] = rng.u32(); // typed arrays keep the low bits
+  return out;
 }
 
 /** A tensor holding raw bits (bhsd data stored in `layout`). */
