@@ -43,8 +43,10 @@ export interface NativeBuildInfo {
   cpuThreads: number;
 }
 
+/** A CUDA device (lib/device.ts adds its name: CudaDeviceInfo). */
 export interface NativeDeviceInfo {
   model: string;
+  /** e.g. '9.0' for an H100 */
   computeCapability: string;
   totalMemory: number;
   freeMemory: number;

@@ -127,9 +127,17 @@ function tensorsOf(out) {
   return [out];
 }
 
+/**
+ * A run of op `fn` on `args`, which are evaluated now: the inputs an op reads are made (or looked
+ * up) before the timing starts, never inside a timed run.
+ */
+function bind(fn, ...args) {
+  return () => fn(...args);
+}
+
 /** Disposes what an op returned. */
 function release(out) {
   for (const t of tensorsOf(out)) t.dispose();
 }
 
-module.exports = { Timer, release, tensorsOf, summarize };
+module.exports = { Timer, bind, release, tensorsOf, summarize };

@@ -4,7 +4,7 @@
  */
 import * as os from 'node:os';
 import { KvsiftError } from './errors';
-import type { NativeBuildInfo } from '../binding';
+import type { NativeBuildInfo, NativeDeviceInfo } from '../binding';
 import { native } from './native';
 import { invalid } from './validate';
 
@@ -18,15 +18,8 @@ export interface CpuDeviceInfo {
   freeMemory: number;
 }
 
-export interface CudaDeviceInfo {
+export interface CudaDeviceInfo extends NativeDeviceInfo {
   name: `cuda:${number}`;
-  model: string;
-  /** e.g. '9.0' for an H100 */
-  computeCapability: string;
-  totalMemory: number;
-  freeMemory: number;
-  multiprocessors: number;
-  l2CacheBytes: number;
 }
 
 export type DeviceInfo = CpuDeviceInfo | CudaDeviceInfo;

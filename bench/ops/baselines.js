@@ -1,6 +1,7 @@
 /** bench entries of the baselines (lib/baselines.ts). */
 'use strict';
 
+const { bind } = require('../timer');
 const { CAPACITY, bytes } = require('../shapes');
 const { tovaScores } = require('../../reference/baselines');
 const { compareSelection } = require('../compare');
@@ -11,10 +12,7 @@ module.exports = [
     /** one read of K + the decode query + C positions per batch row */
     floor: (c) => bytes.keys(c) + bytes.qDecode(c) + c.b * c.C * 4,
     graph: 'yes (no seqLens)',
-    runner: (kv, x) => {
-      const [q, k] = [x.decodeQuery(), x.keys()];
-      return () => kv.tova.select(q, k, { capacity: CAPACITY });
-    },
+    runner: (kv, x) => bind(kv.tova.select, x.decodeQuery(), x.keys(), { capacity: CAPACITY }),
     check: (c) => {
       const { B, N, C } = c.dims;
       const { qd, k } = c.caches();

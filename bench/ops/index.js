@@ -13,7 +13,7 @@
  *   torch       its counterpart in torch_reference.py (default null)
  *   runner(kv, x, w, device)  returns a closure that runs the op once on the sweep's inputs x
  *               (bench/sweep.js makeInputs; w is null unless usesWindow) and returns what to
- *               dispose
+ *               dispose; bind() of bench/timer.js makes one with the inputs looked up beforehand
  *   check(c)    compares the op's output on the --check shape with the float64 reference (and,
  *               on CUDA, with the CPU backend); c is bench/check.js's context; returns
  *               [{ ok, detail }]

@@ -1,6 +1,7 @@
 /** bench entries of the L2-norm key ranking (lib/l2.ts). */
 'use strict';
 
+const { bind } = require('../timer');
 const { CAPACITY, bytes } = require('../shapes');
 const { l2Norms } = require('../../reference/l2');
 const { TOL, compareNumeric, compareSelection, compareGathered } = require('../compare');
@@ -14,10 +15,7 @@ module.exports = [
     name: 'l2.norms',
     floor: normsFloor,
     graph: 'yes (no seqLens)',
-    runner: (kv, x) => {
-      const k = x.keys();
-      return () => kv.l2.norms(k);
-    },
+    runner: (kv, x) => bind(kv.l2.norms, x.keys()),
     check: (c) => {
       const ref = l2Norms(c.caches().k);
       const out = c.run((x) => c.kv.l2.norms(x.k));
@@ -30,10 +28,7 @@ module.exports = [
     floor: (c) => normsFloor(c) + bytes.rowScores(c) + bytes.positions(c, c.C) + 2 * select.floors.gather(c),
     graph: 'yes (no seqLens)',
     torch: 'knorm',
-    runner: (kv, x) => {
-      const [k, v] = [x.keys(), x.values()];
-      return () => kv.l2.compress(k, v, { capacity: CAPACITY });
-    },
+    runner: (kv, x) => bind(kv.l2.compress, x.keys(), x.values(), { capacity: CAPACITY }),
     check: (c) => {
       const { B, Hkv, N, D, C } = c.dims;
       const neg = l2Norms(c.caches().k).map((x) => -x);

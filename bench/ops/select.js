@@ -1,6 +1,7 @@
 /** bench entries of topk and gather (lib/select.ts). */
 'use strict';
 
+const { bind } = require('../timer');
 const { CAPACITY, KERNEL, POOLING, bytes } = require('../shapes');
 const { randomPositions, SEEDS } = require('../inputs');
 const { poolRef } = require('../../reference/snapkv');
@@ -18,10 +19,7 @@ module.exports = [
     usesWindow: true,
     floor: topkFloor,
     graph: 'yes (no lengths)',
-    runner: (kv, x, w) => {
-      const pooled = x.pooled(w);
-      return () => kv.topk(pooled, CAPACITY - w);
-    },
+    runner: (kv, x, w) => bind(kv.topk, x.pooled(w), CAPACITY - w),
     check: (c) => {
       const { B, Hkv, P, W, C } = c.dims;
       const pooled = Float32Array.from(poolRef(Float32Array.from(c.refs.scores().votes), B * Hkv, P, KERNEL, POOLING));
@@ -34,11 +32,7 @@ module.exports = [
   {
     name: 'gather',
     floor: gatherFloor,
-    runner: (kv, x) => {
-      const keys = x.keys();
-      const positions = x.positions();
-      return () => kv.gather(keys, positions);
-    },
+    runner: (kv, x) => bind(kv.gather, x.keys(), x.positions()),
     check: (c) => {
       const { B, Hkv, N, D, C } = c.dims;
       const pos = randomPositions(B * Hkv, N, C, SEEDS.positions);

@@ -1,6 +1,7 @@
 /** bench entries of SnapKV (lib/snapkv.ts): the votes, the pooling and the whole compression. */
 'use strict';
 
+const { bind } = require('../timer');
 const { CAPACITY, KERNEL, POOLING, bytes } = require('../shapes');
 const { poolRef } = require('../../reference/snapkv');
 const { TOL, compareNumeric, compareExact, compareSelection, compareGathered } = require('../compare');
@@ -22,10 +23,7 @@ module.exports = [
     usesWindow: true,
     floor: scoresFloor,
     graph: 'yes (no seqLens)',
-    runner: (kv, x, w) => {
-      const [q, k] = [x.windowQueries(w), x.keys()];
-      return () => kv.snapkv.scores(q, k, { window: w });
-    },
+    runner: (kv, x, w) => bind(kv.snapkv.scores, x.windowQueries(w), x.keys(), { window: w }),
     check: (c) => checkVotes(c, c.run((x) => c.kv.snapkv.scores(x.q, x.k, { window: c.dims.W }))),
   },
   {
@@ -33,10 +31,7 @@ module.exports = [
     usesWindow: true,
     floor: (c) => scoresFloor(c) + c.b * c.hq * c.w * 4,
     graph: 'yes (no seqLens)',
-    runner: (kv, x, w) => {
-      const [q, k, lse] = [x.windowQueries(w), x.keys(), x.lse(w)];
-      return () => kv.snapkv.scores(q, k, { window: w, lse });
-    },
+    runner: (kv, x, w) => bind(kv.snapkv.scores, x.windowQueries(w), x.keys(), { window: w, lse: x.lse(w) }),
     check: (c) => {
       const { B, Hq, W } = c.dims;
       const lse = Float32Array.from(c.refs.scores().lse);
@@ -48,10 +43,7 @@ module.exports = [
     usesWindow: true,
     floor: poolFloor,
     graph: 'yes (no lengths)',
-    runner: (kv, x, w) => {
-      const votes = x.votes(w);
-      return () => kv.snapkv.pool(votes, { kernel: KERNEL, kind: POOLING });
-    },
+    runner: (kv, x, w) => bind(kv.snapkv.pool, x.votes(w), { kernel: KERNEL, kind: POOLING }),
     check: (c) => {
       const { B, Hkv, P } = c.dims;
       const votes = Float32Array.from(c.refs.scores().votes);
@@ -74,10 +66,7 @@ module.exports = [
     floor: (c) => scoresFloor(c) + poolFloor(c) + select.floors.topk(c) + 2 * select.floors.gather(c),
     graph: 'yes (no seqLens)',
     torch: 'snapkv.update_kv',
-    runner: (kv, x, w) => {
-      const [q, k, v] = [x.windowQueries(w), x.keys(), x.values()];
-      return () => kv.snapkv.compress(q, k, v, { window: w, capacity: CAPACITY, kernel: KERNEL, pooling: POOLING });
-    },
+    runner: (kv, x, w) => bind(kv.snapkv.compress, x.windowQueries(w), x.keys(), x.values(), { window: w, capacity: CAPACITY, kernel: KERNEL, pooling: POOLING }),
     check: (c) => {
       const { B, Hkv, N, D, W, C, P } = c.dims;
       const pooled = poolRef(c.refs.scores().votes, B * Hkv, P, KERNEL, POOLING);
