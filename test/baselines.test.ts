@@ -76,7 +76,7 @@ describeEachDevice('baselines', (device) => {
     it(`tova.select is the reference's (last query, mean over all Hq heads, [B, 1, C]), ${layout} ${dtype}`, () => {
       const rng = testRng();
       const p = qk(rng, dtype, layout, 1, device);
-      const capacity = onCpu ? rng.int(1, p.N) : rng.int(16, Math.min(256, p.N));
+      const capacity = onCpu ? rng.int(1, p.N) : rng.int(Math.min(16, p.N), Math.min(256, p.N));
       const seqLens = Array.from({ length: p.B }, () => rng.int(capacity, p.N));
       for (const lens of [undefined, seqLens]) {
         const pos = tova.select(p.q.t, p.k.t, { capacity, layout, seqLens: lens });
