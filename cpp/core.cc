@@ -1,5 +1,5 @@
 // kvsift/cpp/core.cc: the binding's foundation: build info, devices, buffers, copies, streams and
-// synchronization. Op entry points live in cpp/ops_*.cc.
+// synchronization. Op entry points live in cpp/ops/<family>.cc.
 #include <napi.h>
 
 #include <cstring>

@@ -76,7 +76,9 @@ step "racecheck (colsum, topk)" 80 "$out/racecheck.log" \
 grep -E "RACECHECK SUMMARY|ERROR SUMMARY" "$out/racecheck.log" | tail -1 | sed 's/^/  /' | tee -a "$summary"
 
 # bench --quick with the PyTorch side-by-side (the bench spawns bench/torch_reference.py on CUDA).
-step "bench --quick (+ PyTorch)" 150 "$out/bench.txt" node bin/kvsift.js bench --quick --json "$out/bench.json"
+step "bench --check (CUDA vs f64)" 40 "$out/bench.txt" node bin/kvsift.js bench --check
+step "bench --quick (+ PyTorch)" 150 "$out/bench-sweep.txt" node bin/kvsift.js bench --quick --json "$out/bench.json"
+cat "$out/bench-sweep.txt" >> "$out/bench.txt"; rm -f "$out/bench-sweep.txt"
 python3 bench/torch_reference.py --help > "$out/torch.txt" 2>&1 || true
 grep -E "of copy|vs torch|ratio" "$out/bench.txt" | head -20 | sed 's/^/  /' | tee -a "$summary"
 
