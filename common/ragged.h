@@ -57,7 +57,7 @@ struct RaggedGatherParams {
   RaggedHeads src_heads;    // ... or ragged rows: src.data is [src rows, D]
   DType dtype;              // any: rows are copied as bytes
   int32_t B, H, N, D;       // N: dense source length (unused for a ragged source)
-  const int32_t* sel_positions;
+  const int32_t* sel_positions;  // or nullptr: p = e - sel_indptr[bh] (every row, in order)
   const int32_t* sel_indptr;  // [B*H + 1], CSR over sel_positions
   int64_t sel_total;          // entries of sel_positions (sel_indptr[B*H])
   int32_t reserve;

@@ -46,7 +46,7 @@ int64_t ragged_gather(const RaggedGatherParams& p) {
       HeadRange sr{0, 0, 0};
       if (!dense) sr = head_range(p.src_heads, bh);
       for (int64_t e = e0; e < e1; ++e) {
-        const int64_t pos = p.sel_positions[e];
+        const int64_t pos = p.sel_positions != nullptr ? p.sel_positions[e] : e - e0;
         char* dst = out + (out0 + (e - e0)) * row_bytes;
         const int64_t limit = dense ? p.N : sr.len;
         if (pos < 0 || pos >= limit) {

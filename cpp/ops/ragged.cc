@@ -18,7 +18,7 @@ inline void TouchRagged(const RaggedArgs& r, cudaStream_t stream) {
 inline int64_t RowWidth(const TensorArg& t) { return t.rank() == 1 ? 1 : t.shape.back(); }
 
 // raggedGather(src, selPositions, selIndptr, out, { batch, heads, reserve, layout?,
-//              srcRagged?: { batch, heads, indptr, lens? }, outIndptr?, outLens? }, stream?)
+//              srcRagged?: { batch, heads, indptr, lens? }, outIndptr?, outLens?, identity? }, stream?)
 // src: dense [B, H, N, D] in the layout, or [rows, D] / [rows] with srcRagged. out: [total +
 // B*H*reserve, D] (or [..] for rank-1 rows), src's dtype.
 Napi::Value RaggedGather(const Napi::CallbackInfo& info) {
@@ -82,7 +82,9 @@ Napi::Value RaggedGather(const Napi::CallbackInfo& info) {
   p.B = static_cast<int32_t>(B);
   p.H = static_cast<int32_t>(H);
   p.D = static_cast<int32_t>(D);
-  p.sel_positions = static_cast<const int32_t*>(sp.data);
+  // identity: every row of the selection's heads in order (the selection's own positions moved
+  // into a layout with room).
+  p.sel_positions = o.Get("identity").ToBoolean() ? nullptr : static_cast<const int32_t*>(sp.data);
   p.sel_indptr = static_cast<const int32_t*>(si.data);
   p.sel_total = total;
   p.reserve = static_cast<int32_t>(reserve);
