@@ -74,7 +74,7 @@ struct RaggedAppendParams {
   DType dtype;
   int32_t B, H, T, D;
   RaggedHeads heads; // lens must be set (it is updated)
-  int32_t* lens;     // the same array as heads.lens, writable
+  int32_t* lens;     // the same array as heads.lens, writable; nullptr: lens stay (values first, then keys)
   void* dst;         // [rows, D]
   int32_t* positions;       // [rows] original positions, or nullptr
   const int32_t* pos_base;  // [B] (device), or nullptr

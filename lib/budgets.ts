@@ -23,7 +23,8 @@ export interface UniformOptions {
 
 /**
  * PyramidKV's linear schedule: with A = total / layers − window, min = A / beta and
- * max = 2A − min, layer l gets window + max − l · (max − min) / (layers − 1). Rounded by
+ * max = 2A − min, layer l gets window + max − l · (max − min) / (layers − 1) (one layer gets
+ * the whole total). Rounded by
  * largest remainder (ties to the lower layer), so the capacities sum exactly to `total`, never
  * increase with depth and stay within 1 of the real schedule.
  *
@@ -43,10 +44,12 @@ export function pyramid(options: PyramidOptions): number[] {
   if (total < layers * window) {
     throw invalidText(op, 'options.total', `at least layers × window = ${layers} × ${window} = ${layers * window}`, `${total}`);
   }
+  // One layer has no pyramid: it gets the whole total (the formula's max would overshoot it).
+  if (layers === 1) return [total];
   const A = total / layers - window;
   const min = A / beta;
   const max = 2 * A - min;
-  const step = layers > 1 ? (max - min) / (layers - 1) : 0;
+  const step = (max - min) / (layers - 1);
   const real = Array.from({ length: layers }, (_, l) => window + max - l * step);
   return largestRemainder(real, total);
 }

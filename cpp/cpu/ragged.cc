@@ -94,7 +94,7 @@ void ragged_append(const RaggedAppendParams& p) {
                     static_cast<size_t>(row_bytes));
         if (p.positions != nullptr) p.positions[row] = (p.pos_base != nullptr ? p.pos_base[b] : 0) + static_cast<int32_t>(t);
       }
-      p.lens[bh] = static_cast<int32_t>(r.len + n);
+      if (p.lens != nullptr) p.lens[bh] = static_cast<int32_t>(r.len + n);
     }
   });
 }

@@ -119,6 +119,7 @@ export function raggedAccumulate(
 
 /** PyramidKV's real (unrounded) schedule. */
 export function pyramidReal(layers: number, total: number, window: number, beta = 20): number[] {
+  if (layers === 1) return [total];
   const A = total / layers - window;
   const min = A / beta;
   const max = 2 * A - min;
