@@ -64,7 +64,7 @@ function raggedCase(rng: Rng) {
   const lens: number[] = [];
   const indptr = [0];
   for (let bh = 0; bh < B * H; bh++) {
-    const len = rng.int(safeguard, safeguard + 40);
+    const len = rng.int(Math.max(safeguard, 1), safeguard + 40);
     lens.push(len);
     indptr.push(indptr[bh] + len + rng.int(0, 5));
   }
