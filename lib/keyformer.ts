@@ -81,8 +81,9 @@ function runRaggedAccumulate(op: string, queries: unknown, keys: unknown, scores
   if (qd.D !== D) throw invalidText(op, 'queries', `head dim ${D} (the keys')`, `${qd.D}`);
   if (qd.H % Hkv !== 0) throw invalidText(op, 'queries', `a head count that is a multiple of the cache's ${Hkv}`, `${qd.H}`);
   const minHead = r.layout.minHeadTokens;
-  if (qd.S < 1 || (minHead !== undefined && qd.S > minHead)) {
-    throw invalidText(op, 'queries', `between 1 and ${minHead ?? 'the fewest live tokens of a head'} query rows`, `${qd.S}`);
+  if (qd.S < 1) throw invalidText(op, 'queries', 'at least 1 query row', `${qd.S}`);
+  if (minHead !== undefined && qd.S > minHead) {
+    throw invalidText(op, 'queries', `at most ${minHead} query rows (the fewest live tokens a head of the cache may hold; append the step's tokens first)`, `${qd.S}`);
   }
   if (s.dtype !== 'f32' || s.shape.length !== 1 || s.shape[0] !== rows) {
     throw invalidText(op, 'scores', `an f32 tensor [${rows}] (one per cache row)`, `${s.dtype} [${s.shape.join(', ')}]`);

@@ -304,6 +304,32 @@ describe('decode ops on a ragged cache', () => {
   });
 });
 
+describe('ragged arguments', () => {
+  it('are checked with clear messages', () => {
+    const rng = testRng();
+    const keys = Tensor.from(rng.normalArray(12 * 4), { shape: [12, 4], device: 'cpu' });
+    const indptr = Tensor.from(new Int32Array([0, 5, 12]), { device: 'cpu' });
+    const ragged = { batch: 1, heads: 2, indptr, minHeadTokens: 2 };
+    const q = Tensor.from(rng.normalArray(4 * 3 * 4), { shape: [1, 4, 3, 4], device: 'cpu' });
+    const scores = Tensor.zeros([12], 'f32', 'cpu');
+    expectKvsiftError(() => keyformer.accumulate(q, keys, scores, { tau: 1, seed: 1, step: 1, ragged }), 'ERR_INVALID_ARG',
+      "keyformer.accumulate: expected at most 2 query rows (the fewest live tokens a head of the cache may hold; append the step's tokens first) for queries, but received 3");
+    const q1 = Tensor.from(rng.normalArray(4 * 4), { shape: [1, 4, 1, 4], device: 'cpu' });
+    expectKvsiftError(() => h2o.accumulate(q1, keys, Tensor.zeros([11], 'f32', 'cpu'), { ragged }), 'ERR_INVALID_ARG',
+      'h2o.accumulate: expected an f32 tensor [12] (one per cache row) for scores, but received f32 [11]');
+    expectKvsiftError(() => h2o.accumulate(q1, keys, scores, { ragged: { ...ragged, heads: 3 } }), 'ERR_INVALID_ARG',
+      'h2o.accumulate: expected an i32 tensor [4] for options.ragged.indptr, but received i32 [3]');
+    const k4 = Tensor.from(rng.normalArray(12 * 4), { shape: [1, 2, 6, 4], device: 'cpu' });
+    expectKvsiftError(() => l2.norms(k4, { ragged }), 'ERR_INVALID_ARG',
+      "l2.norms: expected a ragged cache's keys [rows, D] (f32, f16 or bf16) with options.ragged for keys, but received f32 [1, 2, 6, 4]");
+    expectKvsiftError(() => tova.select(q1, keys, { capacity: 3, ragged }), 'ERR_INVALID_ARG',
+      'tova.select: expected one past the largest original position for options.ragged.positionsEnd, but received undefined');
+    expectKvsiftError(() => tova.select(q1, keys, { capacity: 9, ragged: { ...ragged, positionsEnd: 8 } }), 'ERR_INVALID_ARG',
+      'tova.select: expected at most positionsEnd = 8 for options.capacity, but received 9');
+    for (const t of [keys, indptr, q, q1, scores, k4]) t.dispose();
+  });
+});
+
 /** Ascending distinct positions whose reference scores are the k best, up to near-ties (1e-5). */
 function expectTopkNear(got: number[], scores: number[], k: number, label: string): void {
   expect(got.length, label).toBe(k);
