@@ -202,7 +202,7 @@ describe('decode ops on a ragged cache', () => {
       const std = Math.pow(D, -0.25) * 1.5;
       const q = makeCache(rng, B, Hkv * G, T, D, dtype, 'bhsd', 'cpu', std);
       const k = makeCache(rng, B, Hkv, N, D, dtype, 'bhsd', 'cpu', std);
-      const rk = Tensor.from(k.t.toRawArray() as Float32Array | Uint16Array, { shape: [B * Hkv * N, D], dtype });
+      const rk = Tensor.from(k.t.toRawArray() as Float32Array | Uint16Array, { shape: [B * Hkv * N, D], dtype, device: 'cpu' });
       const indptr = Tensor.from(Int32Array.from({ length: B * Hkv + 1 }, (_, i) => i * N), { device: 'cpu' });
       const init = rng.uniformArray(B * Hkv * N);
       const dense = Tensor.from(init, { shape: [B, Hkv, N], device: 'cpu' });
