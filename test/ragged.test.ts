@@ -159,6 +159,14 @@ describe('RaggedKvCache', () => {
       for (let bh = 0; bh < B * H; bh++) {
         expect(Array.from(newScores.slice(ind[bh], ind[bh + 1])), `${layout}: scores of head ${bh}`).toEqual([...keptScores[bh], 0, 0]);
       }
+      // A selection that is not of this cache's live tokens: an error, and the cache is unchanged.
+      const badPos = Tensor.from(new Int32Array(B * H).fill(1000), { device: 'cpu' });
+      const badInd = Tensor.from(Int32Array.from({ length: B * H + 1 }, (_, i) => i), { device: 'cpu' });
+      expectKvsiftError(() => cache.retain({ positions: badPos, indptr: badInd, batch: B, heads: H, budget: H }), 'ERR_INDEX_OUT_OF_RANGE',
+        `compactRagged: ${B * H} selected positions fall outside their heads`);
+      expectCacheEquals(cache, kept, `${layout}: after a failed retain`);
+      badPos.dispose();
+      badInd.dispose();
       expectKvsiftError(() => cache.append(...twoSteps(rng, B, H, 3, D, dtype, layout)), 'ERR_INVALID_ARG',
         'RaggedKvCache.append: expected at most 2 new tokens (the room left in each head; make the cache with a larger reserve or retain first) for keys, but received 3');
       cache.dispose();
