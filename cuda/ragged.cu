@@ -134,12 +134,13 @@ __device__ __forceinline__ int64_t visible(const HeadRange& r, int64_t T, int64_
 // Fixed-shape tree reduction over the block (max or sum), the same order every run.
 template <bool kMax>
 __device__ __forceinline__ float block_reduce(float v, float* buf) {
-  buf[threadIdx.x] = v;
+  const int tid = static_cast<int>(threadIdx.x);
+  buf[tid] = v;
   __syncthreads();
   for (int w = kStatThreads / 2; w > 0; w >>= 1) {
-    if (threadIdx.x < w) {
-      const float a = buf[threadIdx.x], c = buf[threadIdx.x + w];
-      buf[threadIdx.x] = kMax ? (c > a ? c : a) : a + c;
+    if (tid < w) {
+      const float a = buf[tid], c = buf[tid + w];
+      buf[tid] = kMax ? (c > a ? c : a) : a + c;
     }
     __syncthreads();
   }
