@@ -10,7 +10,7 @@
 //                        (head-major, so ties go to the lower head, then the lower position);
 //                        the chosen storage rows go to the workspace, ascending;
 //   4. finalize_kernel   storage rows to (head, position) and indptr by binary search.
-// Inside a block the select is an MSB-first radix select over four 8-bit digits (integer
+// Inside a block (256 threads per head, 1024 per batch row) the select is an MSB-first radix select over four 8-bit digits (integer
 // shared-memory histograms) that finds the k-th largest key T and how many keys equal to T are
 // taken, then one ordered scan emits every key > T and the first keys == T: the same rule as the
 // CPU's nth_element + scan, so the two backends agree bit for bit. Deterministic, no host sync,
@@ -25,13 +25,15 @@
 namespace kvsift::cuda {
 namespace {
 
-constexpr int kThreads = 256;
-constexpr int kWarps = kThreads / 32;
+constexpr int kThreads = 256;      // per-head kernels and the finalize
+constexpr int kRowThreads = 1024;  // the row-wide select: one block walks a whole batch row
 constexpr size_t kAlign = 256;
 
-// Exclusive prefix sum over the block in thread order; *total gets the block's sum. Every thread
-// must call it (it synchronizes); tmp needs kWarps + 1 words.
+// Exclusive prefix sum over a block of kT threads in thread order; *total gets the block's sum.
+// Every thread must call it (it synchronizes); tmp needs kT / 32 + 1 words.
+template <int kT>
 __device__ __forceinline__ uint32_t block_exclusive_sum(uint32_t v, uint32_t* tmp, uint32_t* total) {
+  constexpr int kWarps = kT / 32;
   const int lane = threadIdx.x & 31;
   const int warp = threadIdx.x >> 5;
   uint32_t x = v;
@@ -58,16 +60,17 @@ __device__ __forceinline__ uint32_t block_exclusive_sum(uint32_t v, uint32_t* tm
   return result;
 }
 
+template <int kT>
 struct SelectState {
   uint32_t hist[256];
-  uint32_t tmp[kWarps + 1];
+  uint32_t tmp[kT / 32 + 1];
   uint32_t prefix, remaining, valid;
 };
 
 // The k largest of keys[0, n) (k clamped to the nonzero keys when count_valid), ties to the
 // lower index: take(i, slot) for each chosen i, slot = its rank in index order. Returns k.
-template <typename Take>
-__device__ int64_t block_select(const uint32_t* keys, int64_t n, int64_t k, bool count_valid, SelectState& s, Take&& take) {
+template <int kT, typename Take>
+__device__ int64_t block_select(const uint32_t* keys, int64_t n, int64_t k, bool count_valid, SelectState<kT>& s, Take&& take) {
   const int tid = threadIdx.x;
   if (tid == 0) {
     s.prefix = 0u;
@@ -76,11 +79,11 @@ __device__ int64_t block_select(const uint32_t* keys, int64_t n, int64_t k, bool
   uint32_t mask = 0u;
   for (int pass = 0; pass < 4; ++pass) {
     const int shift = 24 - 8 * pass;
-    for (int i = tid; i < 256; i += kThreads) s.hist[i] = 0u;
+    for (int i = tid; i < 256; i += kT) s.hist[i] = 0u;
     __syncthreads();
     const uint32_t prefix = s.prefix;
     uint32_t my_valid = 0u;
-    for (int64_t i = tid; i < n; i += kThreads) {
+    for (int64_t i = tid; i < n; i += kT) {
       const uint32_t key = keys[i];
       if (pass == 0) my_valid += key != 0u ? 1u : 0u;
       if ((key & mask) == prefix) atomicAdd(&s.hist[(key >> shift) & 0xffu], 1u);
@@ -115,15 +118,15 @@ __device__ int64_t block_select(const uint32_t* keys, int64_t n, int64_t k, bool
   const int64_t need = s.remaining;  // keys equal to T taken, lowest indices first
   __syncthreads();
   int64_t gt_run = 0, eq_run = 0;
-  for (int64_t base = 0; base < n; base += kThreads) {
+  for (int64_t base = 0; base < n; base += kT) {
     if (gt_run + (eq_run < need ? eq_run : need) >= k) break;  // uniform: block totals
     const int64_t i = base + tid;
     const uint32_t key = i < n ? keys[i] : 0u;
     const uint32_t gt = (i < n && key > T) ? 1u : 0u;
     const uint32_t eq = (i < n && key == T) ? 1u : 0u;
     uint32_t total;
-    // Two 16-bit counters in one word: a tile holds at most kThreads of each.
-    const uint32_t pre = block_exclusive_sum((gt << 16) | eq, s.tmp, &total);
+    // Two 16-bit counters in one word: a tile holds at most kT of each.
+    const uint32_t pre = block_exclusive_sum<kT>((gt << 16) | eq, s.tmp, &total);
     const int64_t gt_at = gt_run + (pre >> 16);
     const int64_t eq_at = eq_run + (pre & 0xffffu);
     if (gt != 0u || (eq != 0u && eq_at < need)) take(i, gt_at + (eq_at < need ? eq_at : need));
@@ -154,7 +157,7 @@ __global__ void __launch_bounds__(kThreads) keys_kernel(AdaptiveArgs a) {
 }
 
 __global__ void __launch_bounds__(kThreads) safeguard_kernel(AdaptiveArgs a) {
-  KVSIFT_SHARED(s, SelectState);
+  KVSIFT_SHARED(s, SelectState<kThreads>);
   const int64_t bh = blockIdx.x;
   const HeadRange r = adaptive_head(a.p, bh);
   const int64_t w = a.p.window < r.len ? a.p.window : r.len;
@@ -164,8 +167,8 @@ __global__ void __launch_bounds__(kThreads) safeguard_kernel(AdaptiveArgs a) {
   block_select(keys, prefix, a.p.min_per_head, false, s, [&](int64_t i, int64_t) { keys[i] = kAdaptiveLifted; });
 }
 
-__global__ void __launch_bounds__(kThreads) row_select_kernel(AdaptiveArgs a) {
-  KVSIFT_SHARED(s, SelectState);
+__global__ void __launch_bounds__(kRowThreads) row_select_kernel(AdaptiveArgs a) {
+  KVSIFT_SHARED(s, SelectState<kRowThreads>);
   const int64_t b = blockIdx.x;
   const int64_t H = a.p.heads.H;
   const int64_t row0 = adaptive_head(a.p, b * H).start;
@@ -250,7 +253,7 @@ cudaError_t adaptive_select(const AdaptiveSelectParams& p, void* workspace, cuda
     err = launch(safeguard_kernel, heads, dim3(kThreads), 0, stream, a);
     if (err != cudaSuccess) return err;
   }
-  err = launch(row_select_kernel, dim3(static_cast<unsigned>(B)), dim3(kThreads), 0, stream, a);
+  err = launch(row_select_kernel, dim3(static_cast<unsigned>(B)), dim3(kRowThreads), 0, stream, a);
   if (err != cudaSuccess) return err;
   const int64_t items = B * p.budget + B * H + 1;
   return launch(finalize_kernel, dim3(static_cast<unsigned>((items + kThreads - 1) / kThreads)), dim3(kThreads), 0, stream, a);
