@@ -312,6 +312,64 @@ describe('decode ops on a ragged cache', () => {
   });
 });
 
+describe('a decode loop on a ragged cache', () => {
+  it('prefill, adaptive compression, then append + accumulate with a retain every 3 steps, against a host mirror', () => {
+    const rng = testRng();
+    const [B, Hkv, G, N, D] = [2, 3, 2, 40, 8];
+    const Hq = Hkv * G;
+    const std = Math.pow(D, -0.25) * 1.5;
+    const k = makeCache(rng, B, Hkv, N, D, 'f32', 'bhsd', 'cpu', std);
+    const v = makeCache(rng, B, Hkv, N, D, 'f32', 'bhsd', 'cpu', std);
+    const votes = rng.normalArray(B * Hkv * N);
+    const budget = Hkv * 12;
+    const sel = adaptive.select(Tensor.from(votes, { shape: [B, Hkv, N], device: 'cpu' }), { budget, window: 4, minPerHead: 2 });
+    const cache = RaggedKvCache.fromSelection(k.t, v.t, sel, { reserve: 3 });
+    const ref = adaptiveSelect(votes, denseLayout(B, Hkv, N), { budget, window: 4, minPerHead: 2 });
+    // mirror[bh]: live tokens (position, key, value); scores: one per live token
+    let mirror: Mirror = [];
+    for (let bh = 0; bh < B * Hkv; bh++) {
+      const [b, h] = [Math.floor(bh / Hkv), bh % Hkv];
+      mirror.push(Array.from(ref.positions.slice(ref.indptr[bh], ref.indptr[bh + 1])).map((p) => ({ pos: p, k: row(k.ref, b, h, p), v: row(v.ref, b, h, p) })));
+    }
+    let hostScores: number[][] = mirror.map((m) => m.map(() => 0));
+    const also = [Tensor.zeros([cache.rows], 'f32', 'cpu')];
+    for (let step = 0; step < 7; step++) {
+      const nk = makeCache(rng, B, Hkv, 1, D, 'f32', 'bhsd', 'cpu', std);
+      const nv = makeCache(rng, B, Hkv, 1, D, 'f32', 'bhsd', 'cpu', std);
+      cache.append(nk.t, nv.t);
+      mirror.forEach((m, bh) => m.push({ pos: N + step, k: row(nk.ref, Math.floor(bh / Hkv), bh % Hkv, 0), v: row(nv.ref, Math.floor(bh / Hkv), bh % Hkv, 0) }));
+      hostScores.forEach((s) => s.push(0));
+      const q = makeCache(rng, B, Hq, 1, D, 'f32', 'bhsd', 'cpu', std);
+      keyformer.accumulate(q.t, cache.keys, also[0], { tau: 1.2, seed: 5, step, ragged: cache });
+      // the reference over the mirror, as a packed layout
+      const indptr = [0];
+      mirror.forEach((m) => indptr.push(indptr[indptr.length - 1] + m.length));
+      const keys = mirror.flatMap((m) => m.flatMap((t) => t.k));
+      const positions = mirror.flatMap((m) => m.map((t) => t.pos));
+      const acc = raggedAccumulate({ data: q.ref.data, B, H: Hq, T: 1, D }, keys, { B, H: Hkv, indptr }, hostScores.flat(), { tau: 1.2, noise: 'gumbel', seed: 5, step, positions });
+      hostScores = mirror.map((_, bh) => Array.from(acc.slice(indptr[bh], indptr[bh + 1])));
+      expectCacheEquals(cache, mirror, `step ${step}`);
+      const got = also[0].toArray();
+      const ind = cache.indptr.toArray();
+      mirror.forEach((m, bh) => expectClose(got.slice(ind[bh], ind[bh] + m.length), hostScores[bh], { ...tolerance('f32'), label: `scores of head ${bh}, step ${step}` }));
+      if (step % 3 === 2) {
+        const s2 = adaptive.select(also[0], { budget: Hkv * 10, window: 2, ragged: cache });
+        const p2 = s2.positions.toArray();
+        const i2 = s2.indptr.toArray();
+        cache.retain(s2, { also });
+        mirror = mirror.map((m, bh) => Array.from(p2.slice(i2[bh], i2[bh + 1])).map((i) => m[i]));
+        hostScores = hostScores.map((sc, bh) => Array.from(p2.slice(i2[bh], i2[bh + 1])).map((i) => sc[i]));
+        expect(cache.room).toBe(3);
+        s2.positions.dispose();
+        s2.indptr.dispose();
+      }
+      for (const t of [nk.t, nv.t, q.t]) t.dispose();
+    }
+    for (const t of [k.t, v.t, sel.positions, sel.indptr, also[0]]) t.dispose();
+    cache.dispose();
+  });
+});
+
 describe('ragged arguments', () => {
   it('are checked with clear messages', () => {
     const rng = testRng();
