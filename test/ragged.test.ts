@@ -396,6 +396,67 @@ describe('ragged arguments', () => {
   });
 });
 
+describe('failed calls', () => {
+  it('throw KvsiftErrors and leak nothing', () => {
+    const rng = testRng();
+    const [B, H, N, D] = [2, 3, 12, 4];
+    const k = makeCache(rng, B, H, N, D, 'f32', 'bhsd');
+    const scores = Tensor.from(rng.normalArray(B * H * N), { shape: [B, H, N], device: 'cpu' });
+    const sel = adaptive.select(scores, { budget: 9, window: 1 });
+    const cache = RaggedKvCache.fromSelection(k.t, k.t, sel, { reserve: 1 });
+    const junk: unknown[] = [undefined, null, 0, -1, 1.5, NaN, 'x', {}, [], 2 ** 31, Tensor.zeros([3], 'i32', 'cpu')];
+    const rs = Tensor.zeros([cache.rows], 'f32', 'cpu');
+    const mirrorBefore = cacheMirrorOf(cache);
+    const before = memoryStats('cpu');
+    let failures = 0;
+    for (let i = 0; i < 400; i++) {
+      const v = junk[rng.int(0, junk.length - 1)];
+      const which = rng.int(0, 5);
+      try {
+        if (which === 0) {
+          const r = adaptive.select(scores, { budget: 9, window: 1, [['budget', 'window', 'minPerHead', 'lengths', 'ragged'][rng.int(0, 4)]]: v } as never);
+          r.positions.dispose();
+          r.indptr.dispose();
+        } else if (which === 1) {
+          const r = compactRagged(k.t, k.t, { ...sel, [['positions', 'indptr'][rng.int(0, 1)]]: v } as never);
+          r.keys.dispose(); // positions and indptr are the selection's
+          r.values.dispose();
+        } else if (which === 2) {
+          RaggedKvCache.fromSelection(k.t, k.t, sel, { [['reserve', 'layout', 'nextPosition'][rng.int(0, 2)]]: v } as never).dispose();
+        } else if (which === 3) {
+          cache.retain({ ...sel, [['positions', 'indptr'][rng.int(0, 1)]]: v } as never, { also: [] });
+          throw new Error('retain with a foreign selection succeeded');
+        } else if (which === 4) {
+          cache.append(v as never, v as never);
+        } else {
+          keyformer.accumulate(v as never, cache.keys, rs, { tau: 1, seed: 1, step: 1, ragged: cache });
+        }
+      } catch (e) {
+        expect((e as Error).name, String(e)).toBe('KvsiftError');
+        failures++;
+      }
+    }
+    expect(failures).toBeGreaterThan(250);
+    const after = memoryStats('cpu');
+    expect(after.liveBytes).toBe(before.liveBytes);
+    expect(after.liveTensors).toBe(before.liveTensors);
+    expectCacheEquals(cache, mirrorBefore, 'cache after failed calls');
+    expect(Array.from(rs.toArray()).every((x) => x === 0)).toBe(true);
+    for (const t of [k.t, scores, sel.positions, sel.indptr, rs, junk[junk.length - 1] as Tensor]) t.dispose();
+    cache.dispose();
+  });
+});
+
+/** The cache's current contents as a mirror (to check it did not change). */
+function cacheMirrorOf(cache: RaggedKvCache): Mirror {
+  const ind = cache.indptr.toArray();
+  const lens = cache.lens.toArray();
+  const kr = rowsOf(cache.keys);
+  const vr = rowsOf(cache.values);
+  const pos = cache.positions.toArray();
+  return Array.from(lens, (len, bh) => Array.from({ length: len }, (_, i) => ({ pos: pos[ind[bh] + i], k: kr[ind[bh] + i], v: vr[ind[bh] + i] })));
+}
+
 /** Ascending distinct positions whose reference scores are the k best, up to near-ties (1e-5). */
 function expectTopkNear(got: number[], scores: number[], k: number, label: string): void {
   expect(got.length, label).toBe(k);
