@@ -37,7 +37,7 @@ function denseCase(rng: Rng, big = false): DenseCase {
   const window = rng.int(0, Math.min(4, N));
   const minPerHead = rng.int(0, Math.min(3, N - window));
   const safeguard = window + minPerHead;
-  const lengths = rng.float() < 0.5 ? Int32Array.from({ length: B }, () => rng.int(safeguard, N)) : undefined;
+  const lengths = rng.float() < 0.5 ? Int32Array.from({ length: B }, () => rng.int(Math.max(safeguard, 1), N)) : undefined;
   const minLen = lengths ? Math.min(...lengths) : N;
   const lo = Math.max(1, H * safeguard);
   const budget = rng.int(lo, Math.max(lo, H * minLen));
