@@ -165,6 +165,22 @@ describe('adaptive.select', () => {
 });
 
 describeCuda('adaptive.select cuda', () => {
+  it('splits long rows over several blocks with the same result (ties across chunks, budgets up to the row)', () => {
+    const rng = testRng();
+    for (const device of cudaDevices()) {
+      for (const flavor of ['ties', 'flat', 'full'] as const) {
+        const [B, H, N] = [2, 4, rng.int(4500, 6000)];
+        const scores = flavor === 'flat' ? new Float32Array(B * H * N).fill(0.5) : tiedScores(rng, B * H * N);
+        const budget = flavor === 'full' ? H * N - rng.int(0, 3) : rng.int(H * 8, H * N / 2);
+        const c: DenseCase = { B, H, N, scores, budget, window: 3, minPerHead: 5 };
+        const got = runDense(c, device);
+        const cpu = runDense(c, 'cpu');
+        expectIdentical(got.indptr, cpu.indptr, `${flavor} indptr`);
+        expectIdentical(got.positions, cpu.positions, `${flavor} positions`);
+      }
+    }
+  });
+
   it('equals the CPU backend on dense and ragged inputs', () => {
     const rng = testRng();
     for (const device of cudaDevices()) {
