@@ -6,7 +6,7 @@
 import { describe, expect, it } from 'vitest';
 import { adaptive, Tensor, type Device } from '../lib/index';
 import { cudaDevices, describeCuda, expectIdentical, expectKvsiftError, testRng, type Rng } from './helpers';
-import { adaptiveSelect, denseLayout, type HostRagged } from './reference/adaptive';
+import { adaptiveSelect, denseLayout, type HostRagged } from '../reference/adaptive';
 
 /** Scores with ties (a few distinct values), NaNs, infinities and signed zeros. */
 function tiedScores(rng: Rng, n: number): Float32Array {

@@ -5,7 +5,7 @@
 import { describe, expect, it } from 'vitest';
 import { budgets } from '../lib/index';
 import { expectKvsiftError, testRng } from './helpers';
-import { pyramidReal } from './reference/adaptive';
+import { pyramidReal } from '../reference/adaptive';
 
 const sum = (a: number[]): number => a.reduce((x, y) => x + y, 0);
 

@@ -7,8 +7,9 @@
 import { describe, expect, it } from 'vitest';
 import { adaptive, compactRagged, dtypeBytes, h2o, keyformer, l2, memoryStats, RaggedKvCache, Tensor, tova, type Device, type DType } from '../lib/index';
 import { cudaDevices, describeCuda, expectClose, expectIdentical, expectKvsiftError, testRng, tolerance, type Rng } from './helpers';
-import { adaptiveSelect, denseLayout, headOf, raggedAccumulate, type HostRagged } from './reference/adaptive';
-import { fromLayout, shapeIn, toLayout, tovaScores, type Cache4, type Layout } from './reference/keyformer';
+import { adaptiveSelect, denseLayout, headOf, raggedAccumulate, type HostRagged } from '../reference/adaptive';
+import { tovaScores } from '../reference/baselines';
+import { fromLayout, shapeIn, toLayout, type Cache4, type Layout } from '../reference/layout';
 
 const LAYOUTS: Layout[] = ['bhsd', 'bshd'];
 const DTYPES: ('f32' | 'f16' | 'bf16')[] = ['f32', 'f16', 'bf16'];

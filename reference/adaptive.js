@@ -1,26 +1,39 @@
 /**
- * Plain references for head-adaptive selection, the ragged per-head cache and the layer budgets
+ * A plain reference of head-adaptive selection, the ragged per-head cache and the layer budgets
  * (docs/ALGORITHMS.md "Adaptive budgets", "Layer budgets"), written from the spec with sorts and
  * float64, not from the kernels.
  */
-import { philoxGumbel } from './philox';
+'use strict';
 
-/** A ragged layout on the host: head bh owns rows [indptr[bh], indptr[bh + 1]), its first lens[bh] live. */
-export interface HostRagged {
-  B: number;
-  H: number;
-  indptr: ArrayLike<number>;
-  lens?: ArrayLike<number>;
-}
+const { philoxGumbel } = require('./philox');
 
-export function headOf(r: HostRagged, bh: number): { start: number; cap: number; len: number } {
+/**
+ * A ragged layout on the host: head bh owns rows [indptr[bh], indptr[bh + 1]), its first
+ * lens[bh] live (all of them without lens).
+ * @typedef {{ B: number, H: number, indptr: ArrayLike<number>, lens?: ArrayLike<number> }} HostRagged
+ */
+
+/**
+ * Region and live length of head bh.
+ * @param {HostRagged} r
+ * @param {number} bh
+ * @returns {{ start: number, cap: number, len: number }}
+ */
+function headOf(r, bh) {
   const start = r.indptr[bh];
   const cap = r.indptr[bh + 1] - start;
   return { start, cap, len: r.lens ? r.lens[bh] : cap };
 }
 
-/** a ranks before b: higher score first, NaN last, ties to the lower (head, position) = lower index. */
-function before(x: number, y: number, ix: number, iy: number): number {
+/**
+ * Sort order: a higher score first, NaN last, ties to the lower (head, position) = lower index.
+ * @param {number} x
+ * @param {number} y
+ * @param {number} ix
+ * @param {number} iy
+ * @returns {number}
+ */
+function before(x, y, ix, iy) {
   const xn = Number.isNaN(x);
   const yn = Number.isNaN(y);
   if (xn !== yn) return xn ? 1 : -1;
@@ -31,21 +44,28 @@ function before(x: number, y: number, ix: number, iy: number): number {
 /**
  * AdaKV's rule over one layer: per batch row, every head keeps its last `window` live tokens and
  * its `minPerHead` best others; the rest of the budget goes to the best remaining tokens of all
- * heads together. scores holds one value per storage row of `r` (dense [B, H, N] is the layout
- * indptr[bh] = bh N, lens[bh] = lengths[b]). Returns CSR positions (indices in each head) and indptr.
+ * heads together. scores holds one value per storage row of `r` (a dense [B, H, N] is the
+ * layout indptr[bh] = bh N, lens[bh] = lengths[b]). Returns CSR positions (indices in each head)
+ * and indptr.
+ * @param {ArrayLike<number>} scores
+ * @param {HostRagged} r
+ * @param {{ budget: number, minPerHead?: number, window?: number }} o
+ * @returns {{ positions: Int32Array, indptr: Int32Array }}
  */
-export function adaptiveSelect(scores: ArrayLike<number>, r: HostRagged, o: { budget: number; minPerHead?: number; window?: number }): { positions: Int32Array; indptr: Int32Array } {
+function adaptiveSelect(scores, r, o) {
   const w = o.window ?? 0;
   const m = o.minPerHead ?? 0;
   const positions = new Int32Array(r.B * o.budget);
   const indptr = new Int32Array(r.B * r.H + 1);
   for (let b = 0; b < r.B; b++) {
-    const kept: boolean[][] = [];
-    const rest: { h: number; i: number; s: number; flat: number }[] = [];
+    /** @type {boolean[][]} */
+    const kept = [];
+    /** @type {{ h: number, i: number, s: number, flat: number }[]} */
+    const rest = [];
     let count = 0;
     for (let h = 0; h < r.H; h++) {
       const { start, len } = headOf(r, b * r.H + h);
-      const k = new Array<boolean>(len).fill(false);
+      const k = new Array(len).fill(false);
       const prefix = Math.max(len - w, 0);
       for (let i = prefix; i < len; i++) k[i] = true;
       const order = Array.from({ length: prefix }, (_, i) => i).sort((x, y) => before(scores[start + x], scores[start + y], x, y));
@@ -70,25 +90,32 @@ export function adaptiveSelect(scores: ArrayLike<number>, r: HostRagged, o: { bu
   return { positions, indptr };
 }
 
-/** The dense [B, H, N] layout as a HostRagged (lengths per batch row). */
-export function denseLayout(B: number, H: number, N: number, lengths?: ArrayLike<number>): HostRagged {
+/**
+ * The dense [B, H, N] layout as a HostRagged (lengths per batch row).
+ * @param {number} B
+ * @param {number} H
+ * @param {number} N
+ * @param {ArrayLike<number>} [lengths]
+ * @returns {HostRagged}
+ */
+function denseLayout(B, H, N, lengths) {
   const indptr = Array.from({ length: B * H + 1 }, (_, bh) => bh * N);
   const lens = Array.from({ length: B * H }, (_, bh) => (lengths ? lengths[Math.floor(bh / H)] : N));
   return { B, H, indptr, lens };
 }
 
 /**
- * Keyformer/H2O accumulation over a ragged cache in float64: keys [rows, D] (logical rows);
- * query t of the step sees the first len - T + t + 1 live keys of its head; the noise of row
- * i of head (b, hkv) for query head hq is philoxGumbel(b, hq, t, j) at its original position j.
+ * Keyformer/H2O accumulation over a ragged cache in float64: keys [rows, D]; query t of the step
+ * sees the first len - T + t + 1 live keys of its head; the noise of row i of head (b, hkv) for
+ * query head hq is philoxGumbel(b, hq, t, j) at its original position j (positions[row], or i).
+ * @param {{ data: ArrayLike<number>, B: number, H: number, T: number, D: number }} q [B, Hq, T, D]
+ * @param {ArrayLike<number>} keys
+ * @param {HostRagged} r
+ * @param {ArrayLike<number>} scores
+ * @param {{ tau: number, noise: 'gumbel' | 'none', seed?: number, step?: number, positions?: ArrayLike<number> }} o
+ * @returns {Float64Array}
  */
-export function raggedAccumulate(
-  q: { data: ArrayLike<number>; B: number; H: number; T: number; D: number },
-  keys: ArrayLike<number>,
-  r: HostRagged,
-  scores: ArrayLike<number>,
-  o: { tau: number; noise: 'gumbel' | 'none'; seed?: number; step?: number; positions?: ArrayLike<number> },
-): Float64Array {
+function raggedAccumulate(q, keys, r, scores, o) {
   const { B, H: Hq, T, D } = q;
   const G = Hq / r.H;
   const out = Float64Array.from(scores);
@@ -110,18 +137,27 @@ export function raggedAccumulate(
           max = Math.max(max, logits[i]);
         }
         let sum = 0;
-        for (let i = 0; i < nv; i++) sum += (logits[i] = Math.exp(logits[i] - max));
+        for (let i = 0; i < nv; i++) sum += logits[i] = Math.exp(logits[i] - max);
         for (let i = 0; i < nv; i++) out[start + i] += logits[i] / sum;
       }
     }
   return out;
 }
 
-/** PyramidKV's real (unrounded) schedule. */
-export function pyramidReal(layers: number, total: number, window: number, beta = 20): number[] {
+/**
+ * PyramidKV's real (unrounded) schedule; one layer gets the total.
+ * @param {number} layers
+ * @param {number} total
+ * @param {number} window
+ * @param {number} [beta]
+ * @returns {number[]}
+ */
+function pyramidReal(layers, total, window, beta = 20) {
   if (layers === 1) return [total];
   const A = total / layers - window;
   const min = A / beta;
   const max = 2 * A - min;
-  return Array.from({ length: layers }, (_, l) => window + max - (layers > 1 ? (l * (max - min)) / (layers - 1) : 0));
+  return Array.from({ length: layers }, (_, l) => window + max - (l * (max - min)) / (layers - 1));
 }
+
+module.exports = { headOf, adaptiveSelect, denseLayout, raggedAccumulate, pyramidReal };
