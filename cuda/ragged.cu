@@ -175,11 +175,7 @@ __global__ void __launch_bounds__(kStatThreads) row_stats_kernel(RaggedAccumulat
 }
 
 // One thread per storage row: the sum of its probabilities over the group's rows, added once.
-// scores_in is p.scores again: the running score is read through it and written through
-// p.scores, so the emulated device's instrumentation sees the write as a write of its own (a
-// store dominated by a load of the very same pointer loses its check there); on a GPU it costs
-// nothing.
-__global__ void __launch_bounds__(kThreads) colsum_kernel(RaggedAccumulateParams p, const float* stats, const float* scores_in) {
+__global__ void __launch_bounds__(kThreads) colsum_kernel(RaggedAccumulateParams p, const float* stats) {
   const int64_t row = static_cast<int64_t>(blockIdx.x) * kThreads + threadIdx.x;
   if (row >= p.heads.rows) return;
   const int64_t BH = static_cast<int64_t>(p.B) * p.Hkv;
@@ -203,7 +199,7 @@ __global__ void __launch_bounds__(kThreads) colsum_kernel(RaggedAccumulateParams
       acc += expf(logit(p, b, hq, t, r, i) - stats[2 * q]) * (1.0f / stats[2 * q + 1]);
     }
   }
-  p.scores[row] = scores_in[row] + acc;
+  p.scores[row] += acc;
 }
 
 __global__ void __launch_bounds__(kThreads) layer_scores_kernel(RaggedLayerScoresParams p) {
@@ -274,7 +270,7 @@ cudaError_t ragged_accumulate(const RaggedAccumulateParams& p, void* workspace, 
   cudaError_t err = launch(row_stats_kernel, dim3(static_cast<unsigned>(rows)), dim3(kStatThreads), 0, stream, p, stats);
   if (err != cudaSuccess) return err;
   return launch(colsum_kernel, dim3(blocks_for(p.heads.rows, kThreads)), dim3(kThreads), 0, stream, p,
-                static_cast<const float*>(stats), static_cast<const float*>(p.scores));
+                static_cast<const float*>(stats));
 }
 
 cudaError_t ragged_layer_scores(const RaggedLayerScoresParams& p, cudaStream_t stream) {
