@@ -115,7 +115,7 @@ export interface Binding {
     options: { budget: number; minPerHead: number; window: number; lengths?: Int32Array; ragged?: NativeRagged }, stream?: bigint): void;
   /** Kept rows of a dense 4-D cache (or of a ragged [rows, D] / [rows] source) into out [total + B*H*reserve, D]. */
   raggedGather(src: NativeTensor, selPositions: NativeTensor, selIndptr: NativeTensor, out: NativeTensor,
-    options: { batch: number; heads: number; reserve: number; layout?: LayoutCode; srcRagged?: NativeRagged; outIndptr?: NativeTensor; outLens?: NativeTensor; identity?: boolean }, stream?: bigint): void;
+    options: { batch: number; heads: number; reserve: number; layout?: LayoutCode; srcRagged?: NativeRagged; outIndptr?: NativeTensor; outLens?: NativeTensor; identity?: boolean; op?: string }, stream?: bigint): void;
   /** src [B, H, T, D] appended after each head's live rows of dst [rows, D]; lens grows by T when updateLens. */
   raggedAppend(src: NativeTensor, dst: NativeTensor,
     options: { layout?: LayoutCode; ragged: NativeRagged; updateLens: boolean; positions?: NativeTensor; posBase?: Int32Array }, stream?: bigint): void;

@@ -269,7 +269,7 @@ export class RaggedKvCache implements RaggedLayout {
       const po = scope.output([rows], 'i32');
       const io = scope.output([dims.B * dims.H + 1], 'i32');
       const lo = scope.output([dims.B * dims.H], 'i32');
-      const base = { batch: dims.B, heads: dims.H, reserve, layout: code };
+      const base = { batch: dims.B, heads: dims.H, reserve, layout: code, op };
       native.raggedGather(k, sel.positions, sel.indptr, ko, base, stream);
       native.raggedGather(v, sel.positions, sel.indptr, vo, base, stream);
       // The selection's entries are the original positions: moved as they are into the layout with room.
@@ -389,7 +389,7 @@ export class RaggedKvCache implements RaggedLayout {
       const po = scope.output([rows], 'i32');
       const io = scope.output([B * H + 1], 'i32');
       const lo = scope.output([B * H], 'i32');
-      const base = { batch: B, heads: H, reserve, srcRagged: src };
+      const base = { batch: B, heads: H, reserve, srcRagged: src, op };
       native.raggedGather(this._keys, sel.positions, sel.indptr, ko, base, stream);
       native.raggedGather(this._values, sel.positions, sel.indptr, vo, base, stream);
       native.raggedGather(this._positions, sel.positions, sel.indptr, po, { ...base, outIndptr: io, outLens: lo }, stream);

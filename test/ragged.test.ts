@@ -164,7 +164,7 @@ describe('RaggedKvCache', () => {
       const badPos = Tensor.from(new Int32Array(B * H).fill(1000), { device: 'cpu' });
       const badInd = Tensor.from(Int32Array.from({ length: B * H + 1 }, (_, i) => i), { device: 'cpu' });
       expectKvsiftError(() => cache.retain({ positions: badPos, indptr: badInd, batch: B, heads: H, budget: H }), 'ERR_INDEX_OUT_OF_RANGE',
-        `compactRagged: ${B * H} selected positions fall outside their heads`);
+        `RaggedKvCache.retain: ${B * H} selected positions fall outside their heads`);
       expectCacheEquals(cache, kept, `${layout}: after a failed retain`);
       badPos.dispose();
       badInd.dispose();

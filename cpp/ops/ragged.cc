@@ -18,13 +18,15 @@ inline void TouchRagged(const RaggedArgs& r, cudaStream_t stream) {
 inline int64_t RowWidth(const TensorArg& t) { return t.rank() == 1 ? 1 : t.shape.back(); }
 
 // raggedGather(src, selPositions, selIndptr, out, { batch, heads, reserve, layout?,
-//              srcRagged?: { batch, heads, indptr, lens? }, outIndptr?, outLens?, identity? }, stream?)
+//              srcRagged?: { batch, heads, indptr, lens? }, outIndptr?, outLens?, identity?, op? }, stream?)
 // src: dense [B, H, N, D] in the layout, or [rows, D] / [rows] with srcRagged. out: [total +
 // B*H*reserve, D] (or [..] for rank-1 rows), src's dtype.
 Napi::Value RaggedGather(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  const std::string op = "compactRagged";
-  Napi::Object o = GetOptions(env, op, info[4]);
+  Napi::Object o = GetOptions(env, "compactRagged", info[4]);
+  // The public op this gather serves (compactRagged, RaggedKvCache.fromSelection / .retain).
+  Napi::Value opv = o.Get("op");
+  const std::string op = opv.IsString() ? opv.As<Napi::String>().Utf8Value() : "compactRagged";
   TensorArg src = GetTensor(env, op, info[0], "src", kAnyRank, {});
   TensorArg sp = GetTensor(env, op, info[1], "selection.positions", 1, {DType::I32});
   TensorArg si = GetTensor(env, op, info[2], "selection.indptr", 1, {DType::I32});
