@@ -13,3 +13,6 @@ export * as snapkv from './snapkv';
 export * as l2 from './l2';
 export * as keyformer from './keyformer';
 export { h2o, tova, streaming, type TovaOptions, type StreamingOptions, type H2OAccumulateOptions } from './baselines';
+export * as adaptive from './adaptive';
+export * as budgets from './budgets';
+export { compactRagged, RaggedKvCache, type RaggedLayout, type RaggedSelection, type RaggedCompacted, type CompactRaggedOptions, type RaggedKvCacheOptions, type RaggedAppendOptions, type RaggedRetainOptions } from './ragged_cache';
