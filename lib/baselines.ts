@@ -37,7 +37,7 @@ export const h2o = {
    * const pos = h2o.select(scores, { capacity: 1024, recent: 128 });
    * ```
    */
-  select(scores: Tensor, options: SelectOptions): Tensor {
+  select(scores: Tensor, options: SelectOptions): Tensor<'i32'> {
     return runSelect('h2o.select', scores, options);
   },
 };
@@ -62,7 +62,7 @@ export const tova = {
    * const small = evict(keys, values, pos);
    * ```
    */
-  select(queries: Tensor, keys: Tensor, options: TovaOptions): Tensor {
+  select(queries: Tensor, keys: Tensor, options: TovaOptions): Tensor<'i32'> {
     const op = 'tova.select';
     const opts = checkOptions(op, options) as unknown as TovaOptions;
     const { layout, code } = layoutCode(op, opts.layout);
@@ -113,7 +113,7 @@ export const streaming = {
    * const small = evict(keys, values, pos);
    * ```
    */
-  select(n: number, options: StreamingOptions): Tensor {
+  select(n: number, options: StreamingOptions): Tensor<'i32'> {
     const op = 'streaming.select';
     checkInt(op, 'n', n, 0, 0x7fffffff);
     const opts = checkOptions(op, options) as unknown as StreamingOptions;

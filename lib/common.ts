@@ -109,13 +109,13 @@ export class Scope {
   private readonly temps: Tensor[] = [];
   private readonly kept = new Set<Tensor>();
   constructor(readonly device: number, readonly stream: bigint | undefined) {}
-  alloc(shape: number[], dtype: DType): Tensor {
+  alloc<D extends DType>(shape: number[], dtype: D): Tensor<D> {
     const t = Tensor._alloc(shape, dtype, this.device, this.stream);
     this.temps.push(t);
     return t;
   }
   /** Allocates a tensor that survives the scope (an output). */
-  output(shape: number[], dtype: DType): Tensor {
+  output<D extends DType>(shape: number[], dtype: D): Tensor<D> {
     const t = this.alloc(shape, dtype);
     this.kept.add(t);
     return t;

@@ -155,12 +155,12 @@ export interface SelectOptions extends OpOptions {
  * const small = evict(keys, values, pos);
  * ```
  */
-export function select(scores: Tensor, options: SelectOptions): Tensor {
+export function select(scores: Tensor, options: SelectOptions): Tensor<'i32'> {
   return runSelect('keyformer.select', scores, options);
 }
 
 /** @internal shared with h2o */
-export function runSelect(op: string, scoresT: unknown, options: unknown): Tensor {
+export function runSelect(op: string, scoresT: unknown, options: unknown): Tensor<'i32'> {
   const s = checkTensor(op, 'scores', scoresT);
   const opts = checkOptions(op, options) as unknown as SelectOptions;
   if (s.dtype !== 'f32' || s.shape.length !== 3) throw invalidText(op, 'scores', 'an f32 tensor [B, H, N]', `${s.dtype} [${s.shape.join(', ')}]`);

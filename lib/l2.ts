@@ -79,7 +79,7 @@ export function compress(keys: Tensor, values: Tensor, options: L2CompressOption
     });
   }
   return withScope(device, stream, (scope) => {
-    let positions: Tensor;
+    let positions: Tensor<'i32'>;
     if (allShort) {
       positions = scope.output([dims.B, dims.H, dims.S], 'i32');
       const host = new Int32Array(dims.B * dims.H * dims.S);
