@@ -8,6 +8,7 @@ export {
   Tensor,
   memoryStats,
   trimMemory,
+  transferStats,
   dtypeBytes,
   type DType,
   type ArrayFor,
@@ -18,6 +19,7 @@ export {
   type TensorHostArrayOptions,
   type TensorPointerOptions,
   type MemoryStats,
+  type TransferStats,
 } from './tensor';
 export { KvCache, type KvCacheOptions, type AppendOptions, type RetainOptions, type CacheDType } from './kv_cache';
 export { copy, type CopyOptions } from './primitives';

@@ -104,6 +104,10 @@ export function gather<D extends DType>(t: Tensor<D>, positions: Tensor, options
   }
   const { dims } = check4d(op, 'cache', c, layout, ['f32', 'f16', 'bf16', 'i32', 'u8']);
   const p = checkTensor(op, 'positions', positions);
+  if (layout === 'bhsd' && p.shape.length === 3 && p.shape[0] === 1 && dims.B > 1 && (p.shape[1] === 1 || p.shape[1] === dims.H)) {
+    // one selection for every batch row: the generic rule's broadcast (same axes in 'bhsd')
+    return gatherAxis(op, c, p, 2, opts) as Tensor<D>;
+  }
   const device = sameDevice(op, [c, p]);
   if (p.dtype !== 'i32') throw invalidText(op, 'positions.dtype', "'i32'", `'${p.dtype}'`);
   if (p.shape.length !== 3 || p.shape[0] !== dims.B || !(p.shape[1] === 1 || p.shape[1] % dims.H === 0) || p.shape[1] === 0) {
@@ -222,7 +226,7 @@ export function evict(keys: Tensor, values: Tensor, positions: Tensor, options?:
     // any rank: both tensors along the same axis; their leading axes and the axis itself agree
     const v = checkTensor(op, 'values', values);
     const ax = axis ?? rank - 1;
-    if (v.shape.length !== rank || v.shape.slice(0, ax + 1).some((n, i) => n !== keys.shape[i])) {
+    if (v.shape.length <= ax || v.shape.slice(0, ax + 1).some((n, i) => n !== keys.shape[i])) {
       throw invalidText(op, 'values', `a tensor with the keys' leading shape [${keys.shape.slice(0, ax + 1).join(', ')}]`, `shape [${v.shape.join(', ')}]`);
     }
     const k = gatherAxis(op, keys, positions, ax, opts);

@@ -105,6 +105,11 @@ export class Tensor<D extends DType = DType> {
    * const k = Tensor.from(keysF32, { shape: [1, 8, n, 128], dtype: 'bf16', device: 'cuda:0' });
    * ```
    */
+  static from(data: Int32Array, options?: TensorFromOptions & { dtype?: 'i32' }): Tensor<'i32'>;
+  static from(data: Uint8Array, options?: TensorFromOptions & { dtype?: 'u8' }): Tensor<'u8'>;
+  static from<D extends 'f16' | 'bf16'>(data: Uint16Array, options: TensorFromOptions & { dtype: D }): Tensor<D>;
+  static from<D extends DType = 'f32'>(data: Float32Array | readonly number[], options?: TensorFromOptions & { dtype?: D }): Tensor<D>;
+  static from<D extends DType = DType>(data: TensorData, options?: TensorFromOptions & { dtype?: D }): Tensor<D>;
   static from<D extends DType = DType>(data: TensorData, options?: TensorFromOptions & { dtype?: D }): Tensor<D> {
     const op = 'Tensor.from';
     const opts = checkOptions(op, options) as TensorFromOptions;
@@ -492,10 +497,30 @@ export interface MemoryStats {
    * {@link trimMemory} releases it.
    */
   cachedBytes: number;
+}
+
+export interface TransferStats {
   /** Bytes copied from this device's tensors into JS memory so far (toArray, toArrayAsync, toRawArray; for CUDA also copies to CPU tensors). */
   toHostBytes: number;
-  /** Bytes copied from JS memory into this device's tensors so far (Tensor.from, uploads of host data). */
+  /** Bytes copied from JS memory into this device's tensors so far (Tensor.from and the small uploads some ops make, such as seqLens). */
   fromHostBytes: number;
+}
+
+/**
+ * Bytes that crossed between JS memory and a device's tensors since the process started: an
+ * engine can check that a decode loop keeps its cache on the device (take the difference of two
+ * readings around the loop).
+ *
+ * @example
+ * ```ts
+ * const before = transferStats('cuda:0').toHostBytes;
+ * // ... the decode loop ...
+ * console.assert(transferStats('cuda:0').toHostBytes === before); // nothing came back to the host
+ * ```
+ */
+export function transferStats(device: Device = defaultDevice()): TransferStats {
+  const s = native.memoryStats(deviceIndex('transferStats', 'device', device), false);
+  return { toHostBytes: s.toHostBytes, fromHostBytes: s.fromHostBytes };
 }
 
 /**
@@ -513,8 +538,6 @@ export function memoryStats(device: Device = defaultDevice(), options?: { resetP
     liveBytes: s.liveBytes,
     peakBytes: s.peakBytes,
     cachedBytes: s.cachedBytes,
-    toHostBytes: s.toHostBytes,
-    fromHostBytes: s.fromHostBytes,
   };
 }
 
