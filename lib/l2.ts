@@ -26,7 +26,7 @@ export function norms(keys: Tensor, options?: NormsOptions): Tensor {
   const op = 'l2.norms';
   const opts = checkOptions(op, options) as NormsOptions;
   const { layout, code } = layoutCode(op, opts.layout);
-  const { t: k, dims } = check4d(op, 'keys', keys, layout);
+  const { t: k, dims } = check4d(op, 'keys', keys, layout, undefined, opts.layout !== undefined);
   const seqLens = checkLengths(op, 'options.seqLens', opts.seqLens, dims.B, 0, dims.S);
   const stream = opStream(op, opts, k._deviceIndex);
   return withScope(k._deviceIndex, stream, (scope) => {
@@ -60,8 +60,8 @@ export function compress(keys: Tensor, values: Tensor, options: L2CompressOption
   const op = 'l2.compress';
   const opts = checkOptions(op, options) as unknown as L2CompressOptions;
   const { layout, code } = layoutCode(op, opts.layout);
-  const { t: k, dims } = check4d(op, 'keys', keys, layout);
-  const { t: v, dims: vd } = check4d(op, 'values', values, layout);
+  const { t: k, dims } = check4d(op, 'keys', keys, layout, undefined, opts.layout !== undefined);
+  const { t: v, dims: vd } = check4d(op, 'values', values, layout, undefined, opts.layout !== undefined);
   const device = sameDevice(op, [k, v]);
   if (vd.B !== dims.B || vd.H !== dims.H || vd.S !== dims.S) {
     throw invalidText(op, 'values', `a cache with the keys' [B, H, N] = [${dims.B}, ${dims.H}, ${dims.S}]`, `[${vd.B}, ${vd.H}, ${vd.S}]`);

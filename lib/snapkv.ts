@@ -12,7 +12,9 @@ import {
   opStream,
   sameDevice,
   shape4,
+  withLayoutHint,
   withScope,
+  type Layout,
   type LayoutOptions,
   type OpOptions,
   type Scope,
@@ -57,9 +59,15 @@ interface ScoresArgs {
 }
 
 function checkScoresArgs(op: string, queries: unknown, keys: unknown, opts: ScoresOptions): ScoresArgs {
-  const { layout, code } = layoutCode(op, opts.layout);
-  const { t: q, dims: qd } = check4d(op, 'queries', queries, layout);
-  const { t: k, dims: kd } = check4d(op, 'keys', keys, layout);
+  const { layout } = layoutCode(op, opts.layout);
+  return withLayoutHint(layout, (l) => checkScoresArgsAs(op, queries, keys, opts, l));
+}
+
+function checkScoresArgsAs(op: string, queries: unknown, keys: unknown, opts: ScoresOptions, layout: Layout): ScoresArgs {
+  const code = layout === 'bhsd' ? 0 : 1;
+  const explicit = opts.layout !== undefined;
+  const { t: q, dims: qd } = check4d(op, 'queries', queries, layout, undefined, explicit);
+  const { t: k, dims: kd } = check4d(op, 'keys', keys, layout, undefined, explicit);
   const device = sameDevice(op, [q, k]);
   if (q.dtype !== k.dtype) throw invalidText(op, 'queries.dtype', `the keys' dtype '${k.dtype}'`, `'${q.dtype}'`);
   if (qd.B !== kd.B) throw invalidText(op, 'queries', `batch ${kd.B} (the keys')`, `${qd.B}`);
