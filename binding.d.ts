@@ -36,6 +36,7 @@ export interface NativeBuildInfo {
   cudaUnavailableReason: string;
   napiVersion: number;
   cpuThreads: number;
+  cpuF16Conversion: 'f16c' | 'scalar';
 }
 
 export interface NativeDeviceInfo {

@@ -9,6 +9,7 @@
 #include "args.h"
 #include "buffer.h"
 #include "core.h"
+#include "cpu/half.h"
 #include "cpu/parallel.h"
 #include "errors.h"
 #include "memory.h"
@@ -63,6 +64,7 @@ Napi::Value BuildInfo(const Napi::CallbackInfo& info) {
   o.Set("cudaUnavailableReason", cuda_unavailable_reason());
   o.Set("napiVersion", NAPI_VERSION);
   o.Set("cpuThreads", cpu::num_threads());
+  o.Set("cpuF16Conversion", cpu::f16_row_path());
   return o;
 }
 

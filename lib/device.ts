@@ -42,6 +42,8 @@ export interface BuildInfo {
   napiVersion: number;
   /** Threads of the CPU backend (KVSIFT_NUM_THREADS overrides). */
   cpuThreads: number;
+  /** How the CPU backend widens f16 inputs: 'f16c' (the hardware conversion, picked at load time) or 'scalar'. */
+  cpuF16Conversion: 'f16c' | 'scalar';
 }
 
 /**
