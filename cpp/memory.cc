@@ -235,7 +235,7 @@ MemoryStats memory_stats(int device) {
   if (device < 0) {
     s.cached_bytes = static_cast<int64_t>(host_cache().CachedBytes());
   } else {
-#ifdef KVSIFT_WITH_CUDA
+#if defined(KVSIFT_WITH_CUDA) && !defined(KVSIFT_CUDA_EMULATED)  // the emulator has no pool attributes
     cudaMemPool_t pool;
     uint64_t reserved = 0, used = 0;
     if (cudaDeviceGetDefaultMemPool(&pool, device) == cudaSuccess &&
