@@ -151,13 +151,13 @@ Napi::Value KvAppend(const Napi::CallbackInfo& info) {
   }
   ints.insert(ints.end(), counts.begin(), counts.end());
   ints.insert(ints.end(), starts.begin(), starts.end());
+  Dispatch d(env, op, device, stream);  // first: the upload below runs on the tensors' device
   Ints dev(env, op, device, std::move(ints), stream);
   TokenRows ck = RowsOfTokens(keys, layout), cv = RowsOfTokens(values, layout);
   TokenRows sk = RowsOfTokens(nk, layout), sv = RowsOfTokens(nv, layout);
   RowCopyParams pk{sk.view, ck.mut, B, cd.H, T, ck.row_bytes, dev.at(0), dev.at(B), nullptr};
   RowCopyParams pv{sv.view, cv.mut, B, cd.H, T, cv.row_bytes, dev.at(0), dev.at(B), nullptr};
   AppendPositionsParams pp{static_cast<int32_t*>(positions.data), B, cd.H, T, cap, dev.at(0), dev.at(B), dev.at(2 * B)};
-  Dispatch d(env, op, device, stream);
   d.run(
       [&] {
         cpu::row_copy(pk);
