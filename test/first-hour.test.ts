@@ -61,6 +61,8 @@ describe('install and package', () => {
   it('ships docs/, examples/ and an MIT LICENSE, and every relative README link resolves inside the package', () => {
     const pkg = JSON.parse(fs.readFileSync(path.join(root, 'package.json'), 'utf8'));
     for (const f of ['docs/', 'examples/', 'LICENSE', 'README.md', 'scripts/install.js']) expect(pkg.files).toContain(f);
+    // everything the source build needs (the install builds from source when no prebuild fits)
+    for (const f of ['cpp/', 'cuda/', 'common/', 'CMakeLists.txt', 'binding.d.ts']) expect(pkg.files).toContain(f);
     expect(fs.readFileSync(path.join(root, 'LICENSE'), 'utf8')).toMatch(/^MIT License/);
     const readme = fs.readFileSync(path.join(root, 'README.md'), 'utf8');
     const links = [...readme.matchAll(/\]\(([^)#]+)(#[^)]*)?\)/g)].map((m) => m[1]).filter((l) => !/^[a-z]+:/.test(l));
