@@ -24,11 +24,16 @@ const USAGE = `usage: kvsift bench [options]
 Times every op at named model shapes on the default device (CUDA when present, else the CPU).
 
   --quick            a short sweep (${shapes.QUICK.models.join(', ')}; N ${shapes.QUICK.n.map(shapes.formatN).join('/')}; batch ${shapes.QUICK.batch.join('/')}; W ${shapes.QUICK.windows.join('/')}; fewer runs)
-  --check            first compare every selected op's output with a float64 reference (and, on
-                     CUDA, with the CPU backend) on a small shape; exit 1 on any FAIL
+  --check            only compare every selected op's output with a float64 reference (and, on
+                     CUDA, with the CPU backend) on a small shape, time nothing; exit 1 on any FAIL
+                     (add --time to run the sweep after a passing check)
+  --time             with --check: time the sweep too
   --json FILE        also write the results as JSON (bench/plot.js draws them)
   --op LIST          ops to time, comma-separated; a prefix selects a family (--op snapkv)
                      ops: ${shapes.OPS.map((o) => o.name).join(', ')}
+                     decode-loop: an engine's per-step append + accumulate + amortized retain on
+                     a KvCache at the model shape (N 4k and 32k by default) against the same loop
+                     done with host copies, in the same run (bench/decode_loop.js)
   --shape LIST       ${Object.keys(shapes.MODELS).join(', ')}
   --n LIST           sequence lengths, e.g. 4k,8k,32k,128k
   --batch LIST       batch sizes, e.g. 1,4
@@ -44,7 +49,7 @@ Times every op at named model shapes on the default device (CUDA when present, e
 // ---------------------------------------------------------------- arguments
 
 function parseArgs(argv) {
-  const o = { quick: false, check: false, json: null, op: [], shape: [], n: [], batch: [], window: [], device: null, dtype: null, reps: null, torch: true, python: null, help: false };
+  const o = { quick: false, check: false, time: false, json: null, op: [], shape: [], n: [], batch: [], window: [], device: null, dtype: null, reps: null, torch: true, python: null, help: false };
   const lists = new Set(['op', 'shape', 'n', 'batch', 'window']);
   const values = new Set(['json', 'device', 'dtype', 'reps', 'python', ...lists]);
   for (let i = 0; i < argv.length; i++) {
@@ -59,6 +64,7 @@ function parseArgs(argv) {
     if (a === '-h' || a === '--help') o.help = true;
     else if (a === '--quick') o.quick = true;
     else if (a === '--check') o.check = true;
+    else if (a === '--time') o.time = true;
     else if (a === '--no-torch') o.torch = false;
     else if (a.startsWith('--') && values.has(name)) {
       if (value === undefined) {
@@ -465,6 +471,13 @@ async function main(argv) {
     process.stderr.write(`kvsift bench: --dtype: expected f32, f16 or bf16, but received '${dtype}'\n`);
     return 2;
   }
+  if (o.op.includes('decode-loop')) {
+    if (o.op.length > 1) {
+      process.stderr.write("kvsift bench: --op decode-loop runs alone (it times a whole loop, not one op)\n");
+      return 2;
+    }
+    return runDecodeLoop(kv, o, device, dtype);
+  }
   let plan;
   try {
     plan = buildPlan(o, onCuda);
@@ -502,6 +515,10 @@ async function main(argv) {
       return 1;
     }
     process.stdout.write(`check: all ${checkResults.length} ops PASS\n\n`);
+    if (!o.time) {
+      if (o.json) writeJson(o.json, { meta: meta(kv, device, info, dtype, o, timerOpts), check: checkResults, results: [] });
+      return 0;
+    }
   }
 
   // ---- PyTorch first, alone on the GPU (our memory pool keeps what it allocated)
@@ -606,6 +623,31 @@ async function main(argv) {
     writeJson(o.json, { meta: { ...meta(kv, device, info, dtype, o, timerOpts), elapsedS }, check: checkResults, results, torch });
     process.stderr.write(`wrote ${o.json}\n`);
   }
+  return 0;
+}
+
+/** --op decode-loop: bench/decode_loop.js at the first --shape (default llama3-8b), N 4k and 32k. */
+async function runDecodeLoop(kv, o, device, dtype) {
+  const { runDecodeLoopBench, formatDecodeLoop } = require('./decode_loop');
+  const modelName = o.shape[0] || 'llama3-8b';
+  const model = shapes.MODELS[modelName];
+  if (!model) {
+    process.stderr.write(`kvsift bench: --shape: unknown model '${modelName}' (${Object.keys(shapes.MODELS).join(', ')})\n`);
+    return 2;
+  }
+  let n;
+  try {
+    n = o.n.length ? o.n.map((s) => shapes.parseN(s)) : o.quick ? [4096] : [4096, 32768];
+  } catch (e) {
+    process.stderr.write(`kvsift bench: --n: ${e.message}\n`);
+    return 2;
+  }
+  const reps = o.reps === null ? (o.quick ? 1 : 2) : intList('--reps', [o.reps])[0];
+  const opts = { device, dtype, n, hq: model.hq, hkv: model.hkv, d: model.d, retainEvery: 16, steps: 16 * reps };
+  process.stdout.write(`kvsift bench --op decode-loop: ${modelName}, ${dtype} on ${device}; N ${n.map(shapes.formatN).join('/')}\n`);
+  const rows = await runDecodeLoopBench(kv, { ...opts, log: (r) => process.stdout.write(`  N ${shapes.formatN(r.n)}: ${r.deviceMs.toFixed(3)} ms/step on device, ${r.hostMs.toFixed(3)} ms/step with host copies (${r.ratio.toFixed(1)}x)\n`) });
+  process.stdout.write(`\n${formatDecodeLoop(rows, opts)}\n`);
+  if (o.json) writeJson(o.json, { meta: { device, dtype, model: modelName, date: new Date().toISOString(), commit: gitCommit() }, decodeLoop: rows });
   return 0;
 }
 
