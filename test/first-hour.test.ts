@@ -75,6 +75,25 @@ describe('install and package', () => {
   });
 });
 
+describe.skipIf(!fs.existsSync(path.join(root, 'dist', 'index.js')))('bench', () => {
+  const bench = (...args: string[]) =>
+    execFileSync(process.execPath, [path.join(root, 'bin', 'kvsift.js'), 'bench', ...args], { cwd: root, encoding: 'utf8', env: { ...process.env, KVSIFT_NUM_THREADS: '2' } });
+
+  it('--check runs only the checks', () => {
+    const out = bench('--check', '--op', 'topk', '--device', 'cpu');
+    expect(out).toMatch(/check: all 1 ops PASS/);
+    expect(out).not.toMatch(/GB\/s|median/i);
+  });
+
+  it('--op decode-loop reports the on-device loop against the host-copy loop in one run', () => {
+    const out = bench('--op', 'decode-loop', '--n', '300', '--reps', '1', '--device', 'cpu');
+    const row = /^\s+300\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)x\s+(\d+) \| (\d+)$/m.exec(out);
+    expect(row, out).not.toBeNull();
+    expect(Number(row![4])).toBe(0); // the KvCache loop reads nothing back
+    expect(Number(row![5])).toBeGreaterThan(2 * 8 * 300 * 128 * 4); // the host loop reads K and V every step
+  });
+});
+
 describe('capacity >= N keeps every token, for every op', () => {
   const B = 2;
   const H = 2;
