@@ -207,7 +207,7 @@ export class KvCache {
    *
    * @param positions i32 [B, Hkv, C] (or [B, 1, C]: one selection for every head), strictly
    *   ascending, each below its row's length: what `snapkv.select`, `h2o.select`,
-   *   `keyformer.select`, `tova.select` or `topk` return.
+   *   `keyformer.select`, `l2.select`, `tova.select` or `topk` return.
    * @example
    * ```ts
    * cache.retain(h2o.select(scores, { capacity: 1024, recent: 64, seqLens: cache.lengths }), { also: [scores] });

@@ -5,7 +5,7 @@
  * CPU backend on the same sequence.
  */
 import { describe, expect, it } from 'vitest';
-import { copy, KvCache, synchronize, Tensor, type Device, type Layout } from '../lib/index';
+import { copy, KvCache, l2, snapkv, synchronize, Tensor, type Device, type Layout } from '../lib/index';
 import { cudaDevices, describeCuda, expectKvsiftError, rejectsKvsift, testRng, type Rng } from './helpers';
 
 type CacheDType = 'f32' | 'f16' | 'bf16';
@@ -206,6 +206,40 @@ describe('KvCache', () => {
     four.dispose();
     one.dispose();
   });
+
+  for (const layout of ['bhsd', 'bshd'] as const) {
+    it(`retaining snapkv.select / l2.select keeps what compress keeps (${layout})`, () => {
+      const rng = testRng();
+      const [B, Hq, H, N, D, W, C] = [2, 4, 2, 37, 8, 4, 12];
+      const shape = layout === 'bhsd' ? [B, H, N, D] : [B, N, H, D];
+      const k = Tensor.from(rng.normalArray(B * H * N * D), { shape, dtype: 'bf16', device: 'cpu' });
+      const v = Tensor.from(rng.normalArray(B * H * N * D), { shape, dtype: 'bf16', device: 'cpu' });
+      const q = Tensor.from(rng.normalArray(B * Hq * W * D), { shape: layout === 'bhsd' ? [B, Hq, W, D] : [B, W, Hq, D], dtype: 'bf16', device: 'cpu' });
+      const runs: [string, () => Tensor<'i32'>, () => { keys: Tensor; positions: Tensor }][] = [
+        ['snapkv', () => snapkv.select(q, cacheRef.keys, { window: W, capacity: C, seqLens: cacheRef.lengths, layout }), () => snapkv.compress(q, k, v, { window: W, capacity: C, layout })],
+        ['l2', () => l2.select(cacheRef.keys, { capacity: C, sinks: 1, recent: 2, seqLens: cacheRef.lengths, layout }), () => l2.compress(k, v, { capacity: C, sinks: 1, recent: 2, layout })],
+      ];
+      let cacheRef!: KvCache;
+      for (const [name, select, compress] of runs) {
+        cacheRef = new KvCache({ batch: B, kvHeads: H, headDim: D, capacity: N + 5, dtype: 'bf16', device: 'cpu', layout });
+        cacheRef.append(k, v);
+        const keep = select();
+        cacheRef.retain(keep);
+        const want = compress();
+        expect(Array.from(keep.toArray()), name).toEqual(Array.from(want.positions.toArray()));
+        const got = cacheRef.keys.toRawArray();
+        const wk = want.keys.toRawArray();
+        for (let b = 0; b < B; b++)
+          for (let h = 0; h < H; h++)
+            for (let i = 0; i < C; i++)
+              for (let d = 0; d < D; d++) {
+                const at = (S: number) => (layout === 'bhsd' ? ((b * H + h) * S + i) * D + d : ((b * S + i) * H + h) * D + d);
+                expect(got[at(N + 5)], `${name} key [${b}, ${h}, ${i}, ${d}]`).toBe(wk[at(C)]);
+              }
+        cacheRef.dispose();
+      }
+    });
+  }
 
   describe('errors leave the cache and also tensors unchanged', () => {
     function setup() {
