@@ -219,6 +219,12 @@ export class Tensor<D extends DType = DType> {
    * const norms = l2.norms(k);                                 // runs on the engine's memory
    * ```
    */
+  static fromHostArray(array: Int32Array, options?: TensorHostArrayOptions<'i32'>): Tensor<'i32'>;
+  static fromHostArray<D extends DType = 'f32'>(array: Float32Array, options?: TensorHostArrayOptions<D>): Tensor<D>;
+  static fromHostArray<D extends 'f16' | 'bf16'>(array: Uint16Array, options: TensorHostArrayOptions<D> & { dtype: D }): Tensor<D>;
+  static fromHostArray<D extends DType = 'u8'>(array: Uint8Array, options?: TensorHostArrayOptions<D>): Tensor<D>;
+  static fromHostArray<D extends DType>(array: ArrayBuffer, options: TensorHostArrayOptions<D> & { dtype: D }): Tensor<D>;
+  static fromHostArray<D extends DType = DType>(array: HostArray, options?: TensorHostArrayOptions<D>): Tensor<D>;
   static fromHostArray<D extends DType = DType>(array: HostArray, options?: TensorHostArrayOptions<D>): Tensor<D> {
     const op = 'Tensor.fromHostArray';
     const opts = checkOptions(op, options) as TensorHostArrayOptions<D>;

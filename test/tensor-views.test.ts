@@ -125,7 +125,8 @@ describe('Tensor.fromHostArray', () => {
     big[2] = 0x3c00;
     expect(half.toArray()[0]).toBe(1);
     const ids = Tensor.fromHostArray(new Int32Array([4, 5, 6]));
-    expectTypeOf(ids.toArray()).toEqualTypeOf<Int32Array | Float32Array | Uint8Array>();
+    expectTypeOf(ids.toArray()).toEqualTypeOf<Int32Array>();
+    expectTypeOf(k.toArray()).toEqualTypeOf<Float32Array>();
     expect(Array.from(ids.toArray())).toEqual([4, 5, 6]);
     const raw = Tensor.fromHostArray(new ArrayBuffer(8), { dtype: 'bf16' });
     expect(raw.shape).toEqual([4]);
