@@ -6,6 +6,7 @@
  */
 import { describe, expect, it } from 'vitest';
 import { copy, KvCache, l2, snapkv, synchronize, Tensor, type Device, type Layout } from '../lib/index';
+import { native } from '../lib/native';
 import { cudaDevices, describeCuda, expectKvsiftError, rejectsKvsift, testRng, type Rng } from './helpers';
 
 type CacheDType = 'f32' | 'f16' | 'bf16';
@@ -315,6 +316,36 @@ describe('KvCache', () => {
       for (const t of [f16, swapped, three, wide, pos3, long, ok, small]) t.dispose();
       cache.dispose();
     });
+  });
+});
+
+describe('the raw binding re-checks what memory safety depends on', () => {
+  it('kvAppend, kvRetain and copyAxis refuse shapes and values that would reach outside a buffer', () => {
+    const keys = Tensor.zeros([1, 2, 4, 3], 'f32', 'cpu');
+    const values = Tensor.zeros([1, 2, 4, 3], 'f32', 'cpu');
+    const positions = Tensor.zeros([1, 2, 4], 'i32', 'cpu');
+    const step = Tensor.zeros([1, 2, 2, 3], 'f32', 'cpu');
+    const i32 = (...v: number[]) => new Int32Array(v);
+    const append = (o: object) => native.kvAppend(keys, values, positions, step, step, { lengths: i32(0), counts: i32(2), starts: i32(0), ...o });
+    expectKvsiftError(() => append({ lengths: i32(3) }), 'ERR_INVALID_ARG', /KvCache\.append: expected at most the capacity 4 tokens per row for keys, but received 5 in row 0/);
+    expectKvsiftError(() => append({ counts: i32(3) }), 'ERR_INVALID_ARG', /counts\[0\]/);
+    expectKvsiftError(() => append({ lengths: i32(0, 0) }), 'ERR_INVALID_ARG', /lengths/);
+    expectKvsiftError(() => append({ starts: [0] }), 'ERR_INVALID_ARG', /starts/);
+    const wide = Tensor.zeros([1, 2, 2, 4], 'f32', 'cpu');
+    expectKvsiftError(() => native.kvAppend(keys, values, positions, wide, wide, { lengths: i32(0), counts: i32(2), starts: i32(0) }), 'ERR_INVALID_ARG', /keys\.shape/);
+    const keep = Tensor.from(new Int32Array([0, 1, 0, 1]), { shape: [1, 2, 2], device: 'cpu' });
+    const items = [{ tensor: keys, zeroTail: false }, { tensor: positions, zeroTail: false }];
+    expectKvsiftError(() => native.kvRetain(keep, { lengths: i32(1) }, items), 'ERR_INDEX_OUT_OF_RANGE', /positions\[0, 0, 1\] = 1 is outside/);
+    expectKvsiftError(() => native.kvRetain(keep, { lengths: i32(5) }, items), 'ERR_INVALID_ARG', /lengths\[0\]/);
+    const fake = { _buffer: keep._buffer, _dtypeCode: 3, shape: [1, 2, 64] };
+    expectKvsiftError(() => native.kvRetain(fake, { lengths: i32(4) }, items), 'ERR_INVALID_ARG', /positions/);
+    const short = Tensor.zeros([1, 2, 3], 'f32', 'cpu');
+    expectKvsiftError(() => native.kvRetain(keep, { lengths: i32(4) }, [...items, { tensor: short, zeroTail: true }]), 'ERR_INVALID_ARG', /items\[2\]\.tensor/);
+    expectKvsiftError(() => native.kvRetain(keep, { lengths: i32(4) }, [items[0], items[0]]), 'ERR_INVALID_ARG', /repeated/);
+    expectKvsiftError(() => native.copyAxis(keys, step, { axis: 2, offset: 3 }), 'ERR_INVALID_ARG', /offset/);
+    expectKvsiftError(() => native.copyAxis(keys, wide, { axis: 2, offset: 0 }), 'ERR_INVALID_ARG', /src\.shape/);
+    expect(Array.from(keys.toArray()).every((x) => x === 0)).toBe(true);
+    for (const t of [keys, values, positions, step, wide, keep, short]) t.dispose();
   });
 });
 
