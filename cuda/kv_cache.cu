@@ -141,6 +141,17 @@ __global__ void __launch_bounds__(kFlatThreads) retain_check_kernel(RetainCheckP
   }
 }
 
+// Up to this many ints travel in one launch's parameters (1 KiB of the 4 KiB allowed).
+constexpr int kStoreChunk = 256;
+struct IntChunk {
+  int32_t v[kStoreChunk];
+};
+
+__global__ void __launch_bounds__(kStoreChunk) store_ints_kernel(int32_t* dst, IntChunk chunk, int32_t n) {
+  const int i = static_cast<int>(threadIdx.x);
+  if (i < n) dst[i] = chunk.v[i];
+}
+
 int vector_width(std::initializer_list<int64_t> values) {
   int width = 16;
   for (int64_t x : values) {
@@ -234,6 +245,18 @@ cudaError_t retain_check(const RetainCheckParams& p, cudaStream_t stream) {
   if (total == 0) return cudaSuccess;
   if (p.keep == nullptr || p.lengths == nullptr || p.bad == nullptr) return cudaErrorInvalidValue;
   return launch(retain_check_kernel, dim3(flat_blocks(total)), dim3(kFlatThreads), 0, stream, p);
+}
+
+cudaError_t store_ints(int32_t* dst, const int32_t* host, int64_t n, cudaStream_t stream) {
+  if (n < 0 || (n > 0 && (dst == nullptr || host == nullptr))) return cudaErrorInvalidValue;
+  for (int64_t off = 0; off < n; off += kStoreChunk) {
+    IntChunk chunk{};
+    const int32_t m = static_cast<int32_t>(n - off < kStoreChunk ? n - off : kStoreChunk);
+    for (int32_t i = 0; i < m; ++i) chunk.v[i] = host[off + i];
+    const cudaError_t err = launch(store_ints_kernel, dim3(1), dim3(kStoreChunk), 0, stream, dst + off, chunk, m);
+    if (err != cudaSuccess) return err;
+  }
+  return cudaSuccess;
 }
 
 cudaError_t read_and_clear_retain_error(int* had_error, cudaStream_t stream) {

@@ -34,7 +34,9 @@ TokenRows RowsOfTokens(const TensorArg& t, int layout) {
   return r;
 }
 
-// Host ints uploaded to the op's device in one copy (the CPU backend reads the host vector).
+// Host ints on the op's device: written by a kernel that takes them as launch parameters
+// (cuda::store_ints), so no pageable copy is staged and append/retain stay capturable in a CUDA
+// graph. The CPU backend reads the host vector.
 class Ints {
  public:
   Ints(Napi::Env env, const std::string& op, int device, std::vector<int32_t> host, cudaStream_t stream)
@@ -45,10 +47,8 @@ class Ints {
     }
 #ifdef KVSIFT_WITH_CUDA
     temp_ = std::make_unique<Temp>(env, op, device, host_.size() * sizeof(int32_t), stream);
-    // Pageable source: cudaMemcpyAsync returns once it is staged, so host_ may go afterwards.
-    CheckCuda(env, op, cudaMemcpyAsync(temp_->get(), host_.data(), host_.size() * sizeof(int32_t),
-                                       cudaMemcpyHostToDevice, stream));
     ptr_ = static_cast<int32_t*>(temp_->get());
+    CheckCuda(env, op, cuda::store_ints(ptr_, host_.data(), static_cast<int64_t>(host_.size()), stream));
 #endif
   }
   int32_t* at(size_t i) const { return ptr_ + i; }
