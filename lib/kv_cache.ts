@@ -68,11 +68,16 @@ export interface RetainOptions extends OpOptions {
  * cache.append(promptKeys, promptValues);                          // prefill: [1, 8, n, 128]
  * const keep = snapkv.select(window, cache.keys, { window: 32, capacity: 1024, seqLens: cache.lengths });
  * cache.retain(keep);                                              // in place: lengths = [1024]
+ * keep.dispose();
  * const scores = Tensor.zeros([1, 8, 4096], 'f32', 'cuda:0');
  * for (let step = 0; step < 64; step++) {
  *   cache.append(stepKey, stepValue);                              // [1, 8, 1, 128]
  *   h2o.accumulate(stepQuery, cache.keys, scores, { seqLens: cache.lengths });
- *   if (step % 16 === 15) cache.retain(h2o.select(scores, { capacity: 1024, recent: 64, seqLens: cache.lengths }), { also: [scores] });
+ *   if (step % 16 === 15) {
+ *     const kept = h2o.select(scores, { capacity: 1024, recent: 64, seqLens: cache.lengths });
+ *     cache.retain(kept, { also: [scores] });                      // scores compacted along
+ *     kept.dispose();
+ *   }
  * }
  * ```
  */
