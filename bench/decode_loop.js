@@ -10,9 +10,14 @@
  *               accumulates; the retain is an evict into new tensors plus a gather of the scores.
  *
  * Both loops run in the same process on the same device, so their ratio is measured in one run.
- * Plain CommonJS on ../dist, like bench.js.
+ * Plain CommonJS on ../dist, like bench.js, which calls run() when --op names decode-loop
+ * (bench/cli.js LOOPS).
  */
 'use strict';
+
+const shapes = require('./shapes');
+const { UsageError, intList } = require('./cli');
+const { meta, writeJson } = require('./report');
 
 /** Median of a list of numbers. */
 function median(xs) {
@@ -163,4 +168,28 @@ function formatDecodeLoop(rows, o) {
   return lines.join('\n');
 }
 
-module.exports = { runDecodeLoopBench, formatDecodeLoop };
+/**
+ * --op decode-loop: the first --shape (default llama3-8b), --n (default 4k and 32k; 4k with
+ * --quick), --reps retain periods timed per N. Returns the exit code; throws UsageError on bad flags.
+ */
+async function run(kv, o, device, dtype, info) {
+  const modelName = o.shape[0] || 'llama3-8b';
+  const model = shapes.MODELS[modelName];
+  if (!model) throw new UsageError(`--shape: unknown model '${modelName}' (${Object.keys(shapes.MODELS).join(', ')})`);
+  let n;
+  try {
+    n = o.n.length ? o.n.map((s) => shapes.parseN(s)) : o.quick ? [4096] : [4096, 32768];
+  } catch (e) {
+    throw new UsageError(`--n: ${e.message}`);
+  }
+  const reps = o.reps === null ? (o.quick ? 1 : 2) : intList('--reps', [o.reps])[0];
+  const opts = { device, dtype, n, hq: model.hq, hkv: model.hkv, d: model.d, retainEvery: 16, steps: 16 * reps };
+  process.stdout.write(`kvsift bench --op decode-loop: ${modelName}, ${dtype} on ${device}; N ${n.map(shapes.formatN).join('/')}\n`);
+  const log = (r) => process.stdout.write(`  N ${shapes.formatN(r.n)}: ${r.deviceMs.toFixed(3)} ms/step on device, ${r.hostMs.toFixed(3)} ms/step with host copies (${r.ratio.toFixed(1)}x)\n`);
+  const rows = await runDecodeLoopBench(kv, { ...opts, log });
+  process.stdout.write(`\n${formatDecodeLoop(rows, opts)}\n`);
+  if (o.json) writeJson(o.json, { meta: { ...meta(kv, device, info, dtype, o, null), model: modelName, decodeLoop: opts }, decodeLoop: rows });
+  return 0;
+}
+
+module.exports = { run, runDecodeLoopBench, formatDecodeLoop };

@@ -3,19 +3,7 @@
  * positions, and eviction (compacting K and V to the kept positions, so memory is really freed).
  */
 import { native } from './native';
-import {
-  check4d,
-  checkLengths,
-  layoutCode,
-  opStream,
-  reshaped,
-  sameDevice,
-  shape4,
-  withScope,
-  type Layout,
-  type LayoutOptions,
-  type OpOptions,
-} from './common';
+import { check4d, checkLengths, layoutCode, opStream, reshaped, sameDevice, shape4, withScope, type Layout, type LayoutOptions, type OpOptions } from './common';
 import type { NativeTensor } from '../binding';
 import { KvsiftError } from './errors';
 import { checkTensor, Tensor, type DType } from './tensor';

@@ -39,16 +39,15 @@ TokenRows RowsOfTokens(const TensorArg& t, int layout) {
 // graph. The CPU backend reads the host vector.
 class Ints {
  public:
-  Ints(Napi::Env env, const std::string& op, int device, std::vector<int32_t> host, cudaStream_t stream)
-      : host_(std::move(host)) {
-    if (device < 0 || host_.empty()) {
+  Ints(const Call& c, std::vector<int32_t> host) : host_(std::move(host)) {
+    if (c.device < 0 || host_.empty()) {
       ptr_ = host_.data();
       return;
     }
 #ifdef KVSIFT_WITH_CUDA
-    temp_ = std::make_unique<Temp>(env, op, device, host_.size() * sizeof(int32_t), stream);
+    temp_ = std::make_unique<Temp>(c.env, c.op, c.device, host_.size() * sizeof(int32_t), c.stream);
     ptr_ = static_cast<int32_t*>(temp_->get());
-    CheckCuda(env, op, cuda::store_ints(ptr_, host_.data(), static_cast<int64_t>(host_.size()), stream));
+    CheckCuda(c.env, c.op, cuda::store_ints(ptr_, host_.data(), static_cast<int64_t>(host_.size()), c.stream));
 #endif
   }
   int32_t* at(size_t i) const { return ptr_ + i; }
@@ -59,20 +58,22 @@ class Ints {
   int32_t* ptr_ = nullptr;
 };
 
-std::vector<int32_t> HostInts(Napi::Env env, const std::string& op, Napi::Value v, const std::string& name, int64_t n,
-                              int64_t lo, int64_t hi) {
+// The required Int32Array option `name` of n integers in [lo, hi], read on the host (Lengths would
+// upload it with a pageable copy, which a CUDA graph capture rejects; Ints stores it instead).
+std::vector<int32_t> HostInts(const Call& c, const char* name, int64_t n, int64_t lo, int64_t hi) {
+  Napi::Value v = c.option(name);
   if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != napi_int32_array) {
-    ThrowInvalid(env, op, name, "an Int32Array", describe(v));
+    c.invalid(name, "an Int32Array", describe(v));
   }
   Napi::Int32Array arr = v.As<Napi::Int32Array>();
   if (static_cast<int64_t>(arr.ElementLength()) != n) {
-    ThrowInvalid(env, op, name, "an Int32Array of length " + std::to_string(n), "length " + std::to_string(arr.ElementLength()));
+    c.invalid(name, "an Int32Array of length " + std::to_string(n), "length " + std::to_string(arr.ElementLength()));
   }
   std::vector<int32_t> out(arr.Data(), arr.Data() + arr.ElementLength());
   for (size_t i = 0; i < out.size(); ++i) {
     if (out[i] < lo || out[i] > hi) {
-      ThrowInvalid(env, op, name + "[" + std::to_string(i) + "]",
-                   "an integer in [" + std::to_string(lo) + ", " + std::to_string(hi) + "]", std::to_string(out[i]));
+      c.invalid(std::string(name) + "[" + std::to_string(i) + "]",
+                "an integer in [" + std::to_string(lo) + ", " + std::to_string(hi) + "]", std::to_string(out[i]));
     }
   }
   return out;
@@ -82,22 +83,17 @@ std::vector<int32_t> HostInts(Napi::Env env, const std::string& op, Napi::Value 
 // `axis`; every other axis equal. One row per index of the axes before `axis`: the src slab is
 // contiguous, and so is its destination.
 Napi::Value CopyAxis(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  const std::string op = "copy";
-  Napi::Object o = GetOptions(env, op, info[2]);
-  TensorArg dst = GetTensor(env, op, info[0], "dst");
-  TensorArg src = GetTensor(env, op, info[1], "src");
-  int device = SameDevice(env, op, {&dst, &src});
-  cudaStream_t stream = GetStream(env, op, info[3]);
-  if (src.dtype != dst.dtype) ThrowInvalid(env, op, "src.dtype", dtype_name(dst.dtype), dtype_name(src.dtype));
-  if (src.rank() != dst.rank() || src.rank() == 0) ThrowInvalid(env, op, "src", "a tensor of dst's rank", ShapeText(src.shape));
+  Call c(info, "copy", 2);
+  auto [dst, src] = c.tensors({{0, "dst", kAnyRank, {}}, {1, "src", kAnyRank, {}}});
+  if (src.dtype != dst.dtype) c.invalid("src.dtype", dtype_name(dst.dtype), dtype_name(src.dtype));
+  if (src.rank() != dst.rank() || src.rank() == 0) c.invalid("src", "a tensor of dst's rank", ShapeText(src.shape));
   const int64_t rank = static_cast<int64_t>(src.rank());
-  const int64_t axis = GetInt(env, op, o.Get("axis"), "axis", 0, rank - 1);
+  const int64_t axis = c.integer("axis", 0, rank - 1);
   for (int64_t a = 0; a < rank; ++a) {
-    if (a != axis && src.dim(a) != dst.dim(a)) ThrowInvalid(env, op, "src.shape", "dst's shape off the axis", ShapeText(src.shape));
+    if (a != axis && src.dim(a) != dst.dim(a)) c.invalid("src.shape", "dst's shape off the axis", ShapeText(src.shape));
   }
-  const int64_t offset = GetInt(env, op, o.Get("offset"), "offset", 0, dst.dim(axis) - src.dim(axis));
-  if (src.buffer == dst.buffer) ThrowInvalid(env, op, "src", "a tensor that does not share dst's storage", "a view of dst");
+  const int64_t offset = c.integer("offset", 0, dst.dim(axis) - src.dim(axis));
+  if (src.buffer == dst.buffer) c.invalid("src", "a tensor that does not share dst's storage", "a view of dst");
   int64_t outer = 1, inner = dtype_size(src.dtype);
   for (int64_t a = 0; a < axis; ++a) outer *= src.dim(a);
   for (int64_t a = axis + 1; a < rank; ++a) inner *= src.dim(a);
@@ -108,51 +104,43 @@ Napi::Value CopyAxis(const Napi::CallbackInfo& info) {
   p.H = 1;
   p.T = 1;
   p.row_bytes = src.dim(axis) * inner;
-  Dispatch d(env, op, device, stream);
-  d.run([&] { cpu::row_copy(p); }, [&] { return KVSIFT_CUDA_CALL(cuda::row_copy(p, stream)); }, {&dst, &src});
-  return env.Undefined();
+  return c.run([&] { cpu::row_copy(p); }, [&] { return KVSIFT_CUDA_CALL(cuda::row_copy(p, c.stream)); }, {&dst, &src});
 }
 
 // kvAppend(keys, values, positions, newKeys, newValues, { layout, lengths, counts, starts }, stream?):
 // row b's first counts[b] new tokens go to slots lengths[b].. of keys/values ([B, H, capacity, D]
 // in the layout), and positions[b, h, lengths[b] + i] = starts[b] + i.
 Napi::Value KvAppend(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  const std::string op = "KvCache.append";
-  Napi::Object o = GetOptions(env, op, info[5]);
-  int layout = Layout(env, op, o);
-  TensorArg keys = GetTensor(env, op, info[0], "cache.keys", 4, kFloatTypes);
-  TensorArg values = GetTensor(env, op, info[1], "cache.values", 4, kFloatTypes);
-  TensorArg positions = GetTensor(env, op, info[2], "cache.positions", 3, {DType::I32});
-  TensorArg nk = GetTensor(env, op, info[3], "keys", 4, kFloatTypes);
-  TensorArg nv = GetTensor(env, op, info[4], "values", 4, kFloatTypes);
-  int device = SameDevice(env, op, {&keys, &values, &positions, &nk, &nv});
-  cudaStream_t stream = GetStream(env, op, info[6]);
+  Call c(info, "KvCache.append", 5);
+  int layout = c.layout();
+  auto [keys, values, positions, nk, nv] = c.tensors({{0, "cache.keys", 4, kFloatTypes},
+                                                      {1, "cache.values", 4, kFloatTypes},
+                                                      {2, "cache.positions", 3, {DType::I32}},
+                                                      {3, "keys", 4, kFloatTypes},
+                                                      {4, "values", 4, kFloatTypes}});
   Dims cd = DimsOf(keys, layout);
   Dims kd = DimsOf(nk, layout);
-  ExpectShape(env, op, values, "cache.values", keys.shape);
-  ExpectShape(env, op, positions, "cache.positions", {cd.B, cd.H, cd.S});
-  if (nk.dtype != keys.dtype) ThrowInvalid(env, op, "keys.dtype", dtype_name(keys.dtype), dtype_name(nk.dtype));
-  if (nv.dtype != values.dtype) ThrowInvalid(env, op, "values.dtype", dtype_name(values.dtype), dtype_name(nv.dtype));
-  if (kd.B != cd.B || kd.H != cd.H || kd.D != cd.D) {
-    ThrowInvalid(env, op, "keys.shape", "[B, H, T, D] matching the cache", ShapeText(nk.shape));
-  }
-  ExpectShape(env, op, nv, "values", nk.shape);
+  c.expect_shape(values, "cache.values", keys.shape);
+  c.expect_shape(positions, "cache.positions", {cd.B, cd.H, cd.S});
+  if (nk.dtype != keys.dtype) c.invalid("keys.dtype", dtype_name(keys.dtype), dtype_name(nk.dtype));
+  if (nv.dtype != values.dtype) c.invalid("values.dtype", dtype_name(values.dtype), dtype_name(nv.dtype));
+  if (kd.B != cd.B || kd.H != cd.H || kd.D != cd.D) c.invalid("keys.shape", "[B, H, T, D] matching the cache", ShapeText(nk.shape));
+  c.expect_shape(nv, "values", nk.shape);
   const int64_t B = cd.B, T = kd.S, cap = cd.S;
-  std::vector<int32_t> ints = HostInts(env, op, o.Get("lengths"), "lengths", B, 0, cap);
-  std::vector<int32_t> counts = HostInts(env, op, o.Get("counts"), "counts", B, 0, T);
-  std::vector<int32_t> starts = HostInts(env, op, o.Get("starts"), "starts", B, 0, INT32_MAX);
+  std::vector<int32_t> ints = HostInts(c, "lengths", B, 0, cap);
+  std::vector<int32_t> counts = HostInts(c, "counts", B, 0, T);
+  std::vector<int32_t> starts = HostInts(c, "starts", B, 0, INT32_MAX);
   for (int64_t b = 0; b < B; ++b) {
     if (int64_t{ints[b]} + counts[b] > cap) {
-      ThrowInvalid(env, op, "keys", "at most the capacity " + std::to_string(cap) + " tokens per row",
-                   std::to_string(int64_t{ints[b]} + counts[b]) + " in row " + std::to_string(b));
+      c.invalid("keys", "at most the capacity " + std::to_string(cap) + " tokens per row",
+                std::to_string(int64_t{ints[b]} + counts[b]) + " in row " + std::to_string(b));
     }
-    if (int64_t{starts[b]} + counts[b] > INT32_MAX) ThrowInvalid(env, op, "starts", "positions below 2^31", std::to_string(starts[b]));
+    if (int64_t{starts[b]} + counts[b] > INT32_MAX) c.invalid("starts", "positions below 2^31", std::to_string(starts[b]));
   }
   ints.insert(ints.end(), counts.begin(), counts.end());
   ints.insert(ints.end(), starts.begin(), starts.end());
-  Dispatch d(env, op, device, stream);  // first: the upload below runs on the tensors' device
-  Ints dev(env, op, device, std::move(ints), stream);
+  Dispatch d(c.env, c.op, c.device, c.stream);  // first: the upload below runs on the tensors' device
+  Ints dev(c, std::move(ints));
   TokenRows ck = RowsOfTokens(keys, layout), cv = RowsOfTokens(values, layout);
   TokenRows sk = RowsOfTokens(nk, layout), sv = RowsOfTokens(nv, layout);
   RowCopyParams pk{sk.view, ck.mut, B, cd.H, T, ck.row_bytes, dev.at(0), dev.at(B), nullptr};
@@ -166,16 +154,16 @@ Napi::Value KvAppend(const Napi::CallbackInfo& info) {
       },
       [&] {
 #ifdef KVSIFT_WITH_CUDA
-        cudaError_t err = cuda::row_copy(pk, stream);
-        if (err == cudaSuccess) err = cuda::row_copy(pv, stream);
-        if (err == cudaSuccess) err = cuda::append_positions(pp, stream);
+        cudaError_t err = cuda::row_copy(pk, c.stream);
+        if (err == cudaSuccess) err = cuda::row_copy(pv, c.stream);
+        if (err == cudaSuccess) err = cuda::append_positions(pp, c.stream);
         return static_cast<int>(err);
 #else
         return 0;
 #endif
       },
       {&keys, &values, &positions, &nk, &nv});
-  return env.Undefined();
+  return c.env.Undefined();
 }
 
 // The first entry of keep that breaks retain's rule, as a message (CPU only: it is raised at once).
@@ -205,12 +193,14 @@ std::string DescribeBadKeep(const RetainCheckParams& p) {
 // (rows C.. zeroed for zeroTail items). Nothing is written when the check fails: the CPU throws at
 // once; CUDA kernels skip their writes and synchronize() reports it.
 Napi::Value KvRetain(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  const std::string op = "KvCache.retain";
-  Napi::Object o = GetOptions(env, op, info[1]);
+  // Call::tensors reads a fixed list with the stream after the options; retain's tensors are a
+  // list and its stream follows it, so they are read here and the Call gets device and stream.
+  Call c(info, "KvCache.retain", 1);
+  Napi::Env env = c.env;
+  const std::string& op = c.op;
   TensorArg keep = GetTensor(env, op, info[0], "positions", 3, {DType::I32});
-  if (!info[2].IsArray()) ThrowInvalid(env, op, "items", "an array", describe(info[2]));
-  cudaStream_t stream = GetStream(env, op, info[3]);
+  if (!info[2].IsArray()) c.invalid("items", "an array", describe(info[2]));
+  c.stream = GetStream(env, op, info[3]);
   Napi::Array list = info[2].As<Napi::Array>();
   std::vector<TensorArg> items;
   std::vector<int> layouts;
@@ -221,34 +211,33 @@ Napi::Value KvRetain(const Napi::CallbackInfo& info) {
     items.push_back(GetTensor(env, op, item.Get("tensor"), name + ".tensor"));
     layouts.push_back(Layout(env, op, item));
     zero_tail.push_back(item.Get("zeroTail").ToBoolean().Value());
-    if (items.back().rank() != 3 && items.back().rank() != 4) {
-      ThrowInvalid(env, op, name + ".tensor", "a 3-D or 4-D tensor", ShapeText(items.back().shape));
-    }
+    if (items.back().rank() != 3 && items.back().rank() != 4) c.invalid(name + ".tensor", "a 3-D or 4-D tensor", ShapeText(items.back().shape));
   }
   if (items.empty()) return env.Undefined();
   std::vector<const TensorArg*> all{&keep};
   for (const TensorArg& t : items) all.push_back(&t);
-  int device = keep.device;
+  c.device = keep.device;
   for (const TensorArg* t : all) {
-    if (t->device != device) Throw(env, code::kDeviceMismatch, op + ": tensors on different devices");
+    if (t->device != c.device) Throw(env, code::kDeviceMismatch, op + ": tensors on different devices");
   }
+  const int device = c.device;
+  cudaStream_t stream = c.stream;
   TokenRows first = RowsOfTokens(items[0], layouts[0]);
   const int64_t B = first.B, H = first.H, cap = first.S, C = keep.dim(2);
   for (size_t i = 0; i < items.size(); ++i) {
     TokenRows r = RowsOfTokens(items[i], layouts[i]);
     if (r.B != B || r.H != H || r.S != cap) {
-      ThrowInvalid(env, op, "items[" + std::to_string(i) + "].tensor", "[B, H, capacity] = " + ShapeText({B, H, cap}),
-                   ShapeText(items[i].shape));
+      c.invalid("items[" + std::to_string(i) + "].tensor", "[B, H, capacity] = " + ShapeText({B, H, cap}), ShapeText(items[i].shape));
     }
     for (size_t j = 0; j < i; ++j) {
-      if (items[j].buffer == items[i].buffer) ThrowInvalid(env, op, "options.also", "tensors that do not share storage", "a repeated tensor");
+      if (items[j].buffer == items[i].buffer) c.invalid("options.also", "tensors that do not share storage", "a repeated tensor");
     }
   }
   if (keep.dim(0) != B || (keep.dim(1) != H && keep.dim(1) != 1) || C > cap) {
-    ThrowInvalid(env, op, "positions", "an i32 tensor [" + std::to_string(B) + ", " + std::to_string(H) + ", C <= " +
-                                           std::to_string(cap) + "]", ShapeText(keep.shape));
+    c.invalid("positions", "an i32 tensor [" + std::to_string(B) + ", " + std::to_string(H) + ", C <= " + std::to_string(cap) + "]",
+              ShapeText(keep.shape));
   }
-  std::vector<int32_t> lengths = HostInts(env, op, o.Get("lengths"), "lengths", B, 0, cap);
+  std::vector<int32_t> lengths = HostInts(c, "lengths", B, 0, cap);
   const int64_t keep_sB = keep.dim(1) * C, keep_sH = keep.dim(1) == 1 ? 0 : C;
   Dispatch d(env, op, device, stream);
   if (device < 0) {
@@ -277,14 +266,14 @@ Napi::Value KvRetain(const Napi::CallbackInfo& info) {
   // ints: [0] the check's bad count, [1..B] the lengths.
   std::vector<int32_t> ints{0};
   ints.insert(ints.end(), lengths.begin(), lengths.end());
-  Ints dev(env, op, device, std::move(ints), stream);
+  Ints dev(c, std::move(ints));
   int64_t temp_bytes = 0;
   for (size_t i = 0; i < items.size(); ++i) {
     TokenRows r = RowsOfTokens(items[i], layouts[i]);
     temp_bytes = std::max(temp_bytes, B * H * C * r.row_bytes);
   }
   // One tensor's kept rows at a time: the temporary is at most one layer's K.
-  Temp temp(env, op, device, static_cast<size_t>(temp_bytes), stream);
+  Temp temp = c.workspace(static_cast<size_t>(temp_bytes));
   RetainCheckParams check{static_cast<const int32_t*>(keep.data), keep_sB, keep_sH, B, H, C, dev.at(1), dev.at(0)};
   d.cuda_result(cuda::retain_check(check, stream));
   for (size_t i = 0; i < items.size(); ++i) {
