@@ -6,7 +6,7 @@
  */
 import { describe, expect, it } from 'vitest';
 import { evict, gather, Tensor, type Device } from '../lib/index';
-import { allDevices, cudaDevices, describeCuda, expectKvsiftError, testRng, type Rng } from './helpers';
+import { cudaDevices, describeCuda, describeEachDevice, expectKvsiftError, testRng, type Rng } from './helpers';
 
 /** out[lead..., i, trail...] = t[lead..., pos[lead (or 0 where broadcast)..., i], trail...] */
 function reference(t: ArrayLike<number>, shape: number[], pos: Int32Array, pshape: number[], axis: number): number[] {
@@ -69,13 +69,13 @@ function check(device: Device, rng: Rng, reps: number): void {
   }
 }
 
-describe('gather along any axis', () => {
-  for (const device of allDevices()) {
-    it(`${device}: random ranks, axes and broadcast patterns match the reference`, () => {
-      check(device, testRng(), 120);
-    });
-  }
+describeEachDevice('gather along any axis', (device) => {
+  it('random ranks, axes and broadcast patterns match the reference', () => {
+    check(device, testRng(), 120);
+  });
+});
 
+describe('gather along any axis', () => {
   it('3-D scores and 2-D/3-D positions compact like K and V', () => {
     const scores = Tensor.from([0, 1, 2, 3, 10, 11, 12, 13, 20, 21, 22, 23], { shape: [1, 3, 4], device: 'cpu' });
     const keep = Tensor.from(new Int32Array([1, 3, 0, 2, 2, 3]), { shape: [1, 3, 2], device: 'cpu' });

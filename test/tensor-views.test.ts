@@ -5,7 +5,7 @@
  */
 import { describe, expect, expectTypeOf, it } from 'vitest';
 import { copy, l2, memoryStats, Tensor, transferStats, trimMemory, type Device } from '../lib/index';
-import { allDevices, cudaDevices, describeCuda, expectKvsiftError, testRng } from './helpers';
+import { cudaDevices, describeCuda, describeEachDevice, expectKvsiftError, testRng } from './helpers';
 
 describe('Tensor.view', () => {
   it('reshapes without copying', () => {
@@ -47,46 +47,46 @@ describe('Tensor.view', () => {
   });
 });
 
-describe('copy', () => {
-  for (const device of allDevices()) {
-    it(`${device}: places src at an offset along any axis, every dtype`, () => {
-      const rng = testRng();
-      for (const dtype of ['f32', 'f16', 'bf16', 'i32', 'u8'] as const) {
-        for (let rep = 0; rep < 6; rep++) {
-          const rank = rng.int(1, 5);
-          const dshape = Array.from({ length: rank }, () => rng.int(1, 5));
-          const axis = rng.int(0, rank - 1);
-          const sshape = dshape.slice();
-          sshape[axis] = rng.int(0, dshape[axis]);
-          const offset = rng.int(0, dshape[axis] - sshape[axis]);
-          const dn = dshape.reduce((a, b) => a * b, 1);
-          const sn = sshape.reduce((a, b) => a * b, 1);
-          const dd = dtype === 'f32' ? rng.normalArray(dn) : dtype === 'i32' ? rng.intArray(dn, -1000, 1000) : dtype === 'u8' ? rng.bytes(dn) : rng.bits16(dn);
-          const sd = dtype === 'f32' ? rng.normalArray(sn) : dtype === 'i32' ? rng.intArray(sn, -1000, 1000) : dtype === 'u8' ? rng.bytes(sn) : rng.bits16(sn);
-          const dst = Tensor.from(dd, { shape: dshape, dtype, device });
-          const src = Tensor.from(sd, { shape: sshape, dtype, device });
-          expect(copy(dst, src, { axis: axis - (rep % 2 === 0 ? 0 : rank), offset })).toBe(dst);
-          // reference: walk dst's indices
-          const want = dd.slice();
-          const idx = new Array(rank).fill(0);
-          for (let i = 0; i < sn; i++) {
-            let rest = i;
-            for (let a = rank - 1; a >= 0; a--) {
-              idx[a] = rest % sshape[a];
-              rest = Math.floor(rest / sshape[a]);
-            }
-            let flat = 0;
-            for (let a = 0; a < rank; a++) flat = flat * dshape[a] + (a === axis ? idx[a] + offset : idx[a]);
-            want[flat] = sd[i];
+describeEachDevice('copy', (device) => {
+  it('places src at an offset along any axis, every dtype', () => {
+    const rng = testRng();
+    for (const dtype of ['f32', 'f16', 'bf16', 'i32', 'u8'] as const) {
+      for (let rep = 0; rep < 6; rep++) {
+        const rank = rng.int(1, 5);
+        const dshape = Array.from({ length: rank }, () => rng.int(1, 5));
+        const axis = rng.int(0, rank - 1);
+        const sshape = dshape.slice();
+        sshape[axis] = rng.int(0, dshape[axis]);
+        const offset = rng.int(0, dshape[axis] - sshape[axis]);
+        const dn = dshape.reduce((a, b) => a * b, 1);
+        const sn = sshape.reduce((a, b) => a * b, 1);
+        const dd = dtype === 'f32' ? rng.normalArray(dn) : dtype === 'i32' ? rng.intArray(dn, -1000, 1000) : dtype === 'u8' ? rng.bytes(dn) : rng.bits16(dn);
+        const sd = dtype === 'f32' ? rng.normalArray(sn) : dtype === 'i32' ? rng.intArray(sn, -1000, 1000) : dtype === 'u8' ? rng.bytes(sn) : rng.bits16(sn);
+        const dst = Tensor.from(dd, { shape: dshape, dtype, device });
+        const src = Tensor.from(sd, { shape: sshape, dtype, device });
+        expect(copy(dst, src, { axis: axis - (rep % 2 === 0 ? 0 : rank), offset })).toBe(dst);
+        // reference: walk dst's indices
+        const want = dd.slice();
+        const idx = new Array(rank).fill(0);
+        for (let i = 0; i < sn; i++) {
+          let rest = i;
+          for (let a = rank - 1; a >= 0; a--) {
+            idx[a] = rest % sshape[a];
+            rest = Math.floor(rest / sshape[a]);
           }
-          expect(Array.from(dst.toRawArray()), `${dtype} [${dshape}] <- [${sshape}] axis ${axis} offset ${offset}`).toEqual(Array.from(want));
-          dst.dispose();
-          src.dispose();
+          let flat = 0;
+          for (let a = 0; a < rank; a++) flat = flat * dshape[a] + (a === axis ? idx[a] + offset : idx[a]);
+          want[flat] = sd[i];
         }
+        expect(Array.from(dst.toRawArray()), `${dtype} [${dshape}] <- [${sshape}] axis ${axis} offset ${offset}`).toEqual(Array.from(want));
+        dst.dispose();
+        src.dispose();
       }
-    });
-  }
+    }
+  });
+});
 
+describe('copy', () => {
   it('errors', () => {
     const d = Tensor.zeros([2, 5, 3], 'f32', 'cpu');
     const s = Tensor.zeros([2, 2, 3], 'f32', 'cpu');
