@@ -41,6 +41,8 @@ export interface NativeBuildInfo {
   napiVersion: number;
   /** Threads of the CPU backend (KVSIFT_NUM_THREADS overrides). */
   cpuThreads: number;
+  /** How the CPU backend widens f16 inputs: 'f16c' (the hardware conversion, picked at load time) or 'scalar'. */
+  cpuF16Conversion: 'f16c' | 'scalar';
   /** `cuda:0` is the emulated device of an emulated build (npm run build:emu; docs/GPU.md). */
   cudaEmulated: boolean;
 }
@@ -60,6 +62,9 @@ export interface NativeMemoryStats {
   liveBuffers: number;
   liveBytes: number;
   peakBytes: number;
+  cachedBytes: number;
+  toHostBytes: number;
+  fromHostBytes: number;
 }
 
 /** Layout code: 0 bhsd, 1 bshd. */
@@ -73,6 +78,8 @@ export interface Binding {
   cudaDeviceInfo(device: number): NativeDeviceInfo;
   alloc(device: number, bytes: number, stream?: bigint): DeviceBuffer;
   wrapPointer(ptr: bigint, bytes: number, device: number): DeviceBuffer;
+  /** CPU memory of an ArrayBuffer (or a TypedArray's range of one), shared with JS, re-checked before every use. */
+  wrapHost(array: ArrayBufferView | ArrayBuffer, bytes: number): DeviceBuffer;
   copyFromHost(dst: DeviceBuffer, dstOffset: number, src: ArrayBufferView | ArrayBuffer, stream?: bigint): void;
   copyToHost(src: DeviceBuffer, srcOffset: number, dst: ArrayBufferView | ArrayBuffer, stream?: bigint): void;
   copyToHostAsync(src: DeviceBuffer, srcOffset: number, bytes: number, stream?: bigint): Promise<ArrayBuffer>;
@@ -83,6 +90,8 @@ export interface Binding {
   streamSynchronize(device: number, stream?: bigint): Promise<void>;
   deviceSynchronize(device: number): Promise<void>;
   memoryStats(device: number, resetPeak?: boolean): NativeMemoryStats;
+  /** Releases the allocator's cached free blocks on a device. */
+  trimMemory(device: number): void;
 
   // ---- ops (cpp/ops/<family>.cc). Outputs are allocated by the caller; lengths arrays are host Int32Arrays
   // checked and uploaded by the binding. Every op runs on its tensors' device.
@@ -107,6 +116,15 @@ export interface Binding {
   /** out[b, j] = scale * sum_h in[b, h, j] */
   headReduce(input: NativeTensor, out: NativeTensor, options: { scale: number }, stream?: bigint): void;
 
+  // ---- KvCache and tensor primitives (cpp/ops/kv_cache.cc)
+  /** dst[..., offset + i, ...] = src[..., i, ...] along axis; src and dst must not share storage. */
+  copyAxis(dst: NativeTensor, src: NativeTensor, options: { axis: number; offset: number }, stream?: bigint): void;
+  /** Appends counts[b] of newKeys/newValues' T tokens after lengths[b]; positions continue from starts[b]. */
+  kvAppend(keys: NativeTensor, values: NativeTensor, positions: NativeTensor, newKeys: NativeTensor, newValues: NativeTensor,
+    options: { layout?: LayoutCode; lengths: Int32Array; counts: Int32Array; starts: Int32Array }, stream?: bigint): void;
+  /** Checked in-place compaction of every item to its kept rows (keep i32 [B, H or 1, C]); zeroTail zeroes rows C.. */
+  kvRetain(keep: NativeTensor, options: { lengths: Int32Array },
+    items: Array<{ tensor: NativeTensor; layout?: LayoutCode; zeroTail?: boolean }>, stream?: bigint): void;
   // ---- head-adaptive selection and the ragged per-head cache (common/adaptive.h, common/ragged.h).
   // A ragged layout: head bh = b * heads + h owns storage rows [indptr[bh], indptr[bh + 1]), of
   // which the first lens[bh] are live (all of them without lens).

@@ -10,13 +10,14 @@
  *
  * The parts: cli.js (flags), ops/ (the op registry: runner, check, floor), sweep.js (the plan,
  * the inputs and the timed loop), timer.js, check.js (--check), torch.js (the PyTorch
- * comparison), report.js (tables and JSON).
+ * comparison), report.js (tables and JSON); decode_loop.js is the whole-loop benchmark that
+ * --op decode-loop runs instead of the sweep (cli.js LOOPS).
  */
 'use strict';
 
 const path = require('node:path');
 const shapes = require('./shapes');
-const { USAGE, UsageError, parseArgs, intList, selectOps } = require('./cli');
+const { USAGE, UsageError, LOOPS, parseArgs, intList, selectOps, selectLoop } = require('./cli');
 const { buildPlan, runSweep } = require('./sweep');
 const { Timer } = require('./timer');
 const { runCheck } = require('./check');
@@ -66,8 +67,10 @@ async function main(argv) {
     return 2;
   }
   let plan;
+  let loop;
   try {
-    plan = o.check ? { ops: selectOps(o.op) } : buildPlan(o, onCuda);
+    loop = selectLoop(o.op, o.check);
+    plan = loop ? null : o.check ? { ops: selectOps(o.op) } : buildPlan(o, onCuda);
   } catch (e) {
     return usageError(e, false);
   }
@@ -75,6 +78,13 @@ async function main(argv) {
   if (!info) {
     process.stderr.write(`kvsift bench: no device '${device}' (devices: ${kv.devices().map((d) => d.name).join(', ')}; ${kv.buildInfo.cudaUnavailableReason || ''})\n`);
     return 2;
+  }
+  if (loop) {
+    try {
+      return await require(LOOPS[loop]).run(kv, o, device, dtype, info);
+    } catch (e) {
+      return usageError(e, false);
+    }
   }
   if (o.check) return check(kv, device, info, dtype, o, plan.ops);
 

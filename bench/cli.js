@@ -6,6 +6,13 @@
 const shapes = require('./shapes');
 const { OPS } = require('./ops');
 
+/**
+ * Whole-loop benchmarks --op can name besides the registry's ops: each times a sequence of ops (not
+ * one op at the sweep's shapes), so it runs alone and has no --check (its results are asserted by
+ * the tests). name -> the module whose run(kv, o, device, dtype, info) returns the exit code.
+ */
+const LOOPS = Object.freeze({ 'decode-loop': './decode_loop' });
+
 const USAGE = `usage: kvsift bench [options]
 
 Times every op at named model shapes on the default device (CUDA when present, else the CPU).
@@ -16,6 +23,10 @@ Times every op at named model shapes on the default device (CUDA when present, e
   --json FILE        also write the results as JSON (bench/plot.js draws them)
   --op LIST          ops to time, comma-separated; a prefix selects a family (--op snapkv)
                      ops: ${OPS.map((o) => o.name).join(', ')}
+                     loops (each runs alone, not with --check): ${Object.keys(LOOPS).join(', ')}
+                     decode-loop: an engine's per-step append + accumulate + amortized retain on
+                     a KvCache at the model shape (N 4k and 32k by default) against the same loop
+                     done with host copies, in the same run (bench/decode_loop.js)
   --shape LIST       ${Object.keys(shapes.MODELS).join(', ')}
   --n LIST           sequence lengths, e.g. 4k,8k,32k,128k
   --batch LIST       batch sizes, e.g. 1,4
@@ -29,6 +40,15 @@ Times every op at named model shapes on the default device (CUDA when present, e
 `;
 
 class UsageError extends Error {}
+
+/** The loop --op names, or null when it names registry ops only; a loop never mixes with others. */
+function selectLoop(filters, check) {
+  const loops = filters.filter((f) => Object.hasOwn(LOOPS, f));
+  if (loops.length === 0) return null;
+  if (filters.length > 1) throw new UsageError(`--op ${loops[0]} runs alone (it times a whole loop, not one op)`);
+  if (check) throw new UsageError(`--check: ${loops[0]} has no check (it times a loop of checked ops; test/examples.test.ts asserts its results)`);
+  return loops[0];
+}
 
 function parseArgs(argv) {
   const o = { quick: false, check: false, json: null, op: [], shape: [], n: [], batch: [], window: [], device: null, dtype: null, reps: null, torch: true, python: null, help: false };
@@ -74,4 +94,4 @@ function selectOps(filters) {
   return ops;
 }
 
-module.exports = { USAGE, UsageError, parseArgs, intList, selectOps };
+module.exports = { USAGE, UsageError, LOOPS, parseArgs, intList, selectOps, selectLoop };

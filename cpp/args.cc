@@ -31,10 +31,19 @@ std::string describe(Napi::Value v) {
   return "an object";
 }
 
+// Tensor.fromHostArray's memory is the engine's ArrayBuffer: re-read before every use.
+void CheckHostBacked(Napi::Env env, const std::string& op, DeviceBuffer* buf, const std::string& name) {
+  if (!buf->Refresh(env)) {
+    Throw(env, code::kDisposed, op + ": " + name + "'s ArrayBuffer (Tensor.fromHostArray) was detached or resized below the tensor's " +
+                                    std::to_string(buf->bytes()) + " bytes; nothing was read");
+  }
+}
+
 DeviceBuffer* GetBuffer(Napi::Env env, const std::string& op, Napi::Value v, const std::string& name) {
   DeviceBuffer* buf = DeviceBuffer::From(env, v);
   if (buf == nullptr) ThrowInvalid(env, op, name, "a DeviceBuffer", describe(v));
   if (buf->freed()) Throw(env, code::kDisposed, op + ": " + name + " is disposed");
+  CheckHostBacked(env, op, buf, name);
   return buf;
 }
 
@@ -45,6 +54,7 @@ TensorArg GetTensor(Napi::Env env, const std::string& op, Napi::Value v, const s
   DeviceBuffer* buf = DeviceBuffer::From(env, bufv);
   if (buf == nullptr) ThrowInvalid(env, op, name, "a Tensor", describe(v));
   if (buf->freed()) Throw(env, code::kDisposed, op + ": " + name + " is disposed");
+  CheckHostBacked(env, op, buf, name);
   TensorArg t;
   t.buffer = buf;
   t.data = buf->data();

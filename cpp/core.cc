@@ -9,11 +9,13 @@
 #include "args.h"
 #include "buffer.h"
 #include "core.h"
+#include "cpu/half.h"
 #include "cpu/parallel.h"
 #include "errors.h"
 #include "memory.h"
 #include "runtime.h"
 #ifdef KVSIFT_WITH_CUDA
+#include "../cuda/kv_cache.h"
 #include "../cuda/launchers.h"
 #endif
 
@@ -67,6 +69,7 @@ Napi::Value BuildInfo(const Napi::CallbackInfo& info) {
 #endif
   o.Set("napiVersion", NAPI_VERSION);
   o.Set("cpuThreads", cpu::num_threads());
+  o.Set("cpuF16Conversion", cpu::f16_row_path());
   return o;
 }
 
@@ -105,6 +108,31 @@ Napi::Value WrapPointer(const Napi::CallbackInfo& info) {
   int64_t bytes = GetInt(env, "fromDevicePointer", info[1], "bytes", 0, kMaxBytes);
   int device = GetDevice(env, "fromDevicePointer", info[2], "device");
   return DeviceBuffer::Wrap(env, reinterpret_cast<void*>(static_cast<uintptr_t>(ptr)), static_cast<size_t>(bytes), device);
+}
+
+// wrapHost(arrayOrView, bytes): the CPU memory of an ArrayBuffer (or of a TypedArray's range of
+// one), shared with JS; see DeviceBuffer::WrapHost.
+Napi::Value WrapHost(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  const std::string op = "Tensor.fromHostArray";
+  int64_t bytes = GetInt(env, op, info[1], "bytes", 0, kMaxBytes);
+  Napi::Value v = info[0];
+  if (v.IsArrayBuffer()) {
+    Napi::ArrayBuffer ab = v.As<Napi::ArrayBuffer>();
+    return DeviceBuffer::WrapHost(env, ab, 0, static_cast<size_t>(bytes));
+  }
+  if (v.IsTypedArray()) {
+    napi_typedarray_type type;
+    size_t length = 0, offset = 0;
+    void* data = nullptr;
+    napi_value ab = nullptr;
+    if (napi_get_typedarray_info(env, v, &type, &length, &data, &ab, &offset) == napi_ok && ab != nullptr &&
+        Napi::Value(env, ab).IsArrayBuffer()) {
+      return DeviceBuffer::WrapHost(env, Napi::Value(env, ab).As<Napi::ArrayBuffer>(), offset, static_cast<size_t>(bytes));
+    }
+    env.GetAndClearPendingException();
+  }
+  ThrowInvalid(env, op, "array", "a TypedArray over an ArrayBuffer, or an ArrayBuffer", describe(v));
 }
 
 // Checks that [offset, offset + bytes) lies inside buf.
@@ -160,6 +188,7 @@ Napi::Value CopyFromHost(const Napi::CallbackInfo& info) {
   (void)stream;
   CheckRange(env, op, dst, off, static_cast<int64_t>(src.bytes), "dst");
   if (src.bytes == 0) return env.Undefined();
+  note_transfer(dst->device(), false, static_cast<int64_t>(src.bytes));
   if (dst->device() < 0) {
     std::memcpy(static_cast<uint8_t*>(dst->data()) + off, src.data, src.bytes);
     return env.Undefined();
@@ -187,6 +216,7 @@ Napi::Value CopyToHost(const Napi::CallbackInfo& info) {
   (void)stream;
   CheckRange(env, op, src, off, static_cast<int64_t>(dst.bytes), "src");
   if (dst.bytes == 0) return env.Undefined();
+  note_transfer(src->device(), true, static_cast<int64_t>(dst.bytes));
   if (src->device() < 0) {
     std::memcpy(dst.data, static_cast<const uint8_t*>(src->data()) + off, dst.bytes);
     return env.Undefined();
@@ -244,9 +274,14 @@ class CopyToHostWorker : public PromiseWorker {
       : PromiseWorker(env, "copyToHostAsync"), src_(src), offset_(offset), stream_(stream), host_(bytes) {
     ref_ = Napi::Persistent(buffer_obj);
     src_->pin();
+    // An engine's ArrayBuffer may be detached by JS at any time: read it now, on the JS thread.
+    if (src_->host_backed()) {
+      if (!host_.empty()) std::memcpy(host_.data(), static_cast<const uint8_t*>(src_->data()) + offset_, host_.size());
+      done_ = true;
+    }
   }
   void Execute() override {
-    if (host_.empty()) return;
+    if (host_.empty() || done_) return;
     const uint8_t* from = static_cast<const uint8_t*>(src_->data()) + offset_;
     if (src_->device() < 0) {
       std::memcpy(host_.data(), from, host_.size());
@@ -274,6 +309,7 @@ class CopyToHostWorker : public PromiseWorker {
   cudaStream_t stream_;
   std::vector<uint8_t> host_;
   Napi::ObjectReference ref_;
+  bool done_ = false;
 };
 
 // copyToHostAsync(src, srcOffset, bytes, stream?) -> Promise<ArrayBuffer>; the event loop keeps
@@ -287,6 +323,7 @@ Napi::Value CopyToHostAsync(const Napi::CallbackInfo& info) {
   cudaStream_t stream = GetStream(env, op, info[3]);
   (void)stream;
   CheckRange(env, op, src, off, bytes, "src");
+  note_transfer(src->device(), true, bytes);
   auto* worker = new CopyToHostWorker(env, info[0].As<Napi::Object>(), src, off, bytes, stream);
   Napi::Promise promise = worker->Promise();
   worker->Queue();
@@ -307,6 +344,9 @@ Napi::Value CopyBuffer(const Napi::CallbackInfo& info) {
   CheckRange(env, op, dst, doff, bytes, "dst");
   CheckRange(env, op, src, soff, bytes, "src");
   if (bytes == 0) return env.Undefined();
+  // Between a CUDA device and host memory: a transfer, counted on the CUDA side.
+  if (dst->device() < 0 && src->device() >= 0) note_transfer(src->device(), true, bytes);
+  if (dst->device() >= 0 && src->device() < 0) note_transfer(dst->device(), false, bytes);
   uint8_t* d = static_cast<uint8_t*>(dst->data()) + doff;
   const uint8_t* s = static_cast<const uint8_t*>(src->data()) + soff;
   if (dst->device() < 0 && src->device() < 0) {
@@ -400,6 +440,16 @@ class SyncWorker : public PromiseWorker {
       custom_code_ = code::kIndexOutOfRange;
       custom_message_ = "a gather on cuda:" + std::to_string(device_) +
                         " met positions outside [0, N); their rows were written as zeros";
+      return;
+    }
+    if (cuda_error_ != 0) return;
+    int bad_retain = 0;
+    cuda_error_ = cuda::read_and_clear_retain_error(&bad_retain, stream_);
+    if (cuda_error_ == 0 && bad_retain) {
+      custom_code_ = code::kIndexOutOfRange;
+      custom_message_ = "a KvCache.retain on cuda:" + std::to_string(device_) +
+                        " met positions that were out of range, repeated or unsorted; it wrote nothing, so "
+                        "keys, values, positions and the `also` tensors are unchanged";
     }
 #endif
   }
@@ -438,7 +488,17 @@ Napi::Value MemoryStatsJs(const Napi::CallbackInfo& info) {
   o.Set("liveBuffers", static_cast<double>(s.live_buffers));
   o.Set("liveBytes", static_cast<double>(s.live_bytes));
   o.Set("peakBytes", static_cast<double>(s.peak_bytes));
+  o.Set("cachedBytes", static_cast<double>(s.cached_bytes));
+  o.Set("toHostBytes", static_cast<double>(s.to_host_bytes));
+  o.Set("fromHostBytes", static_cast<double>(s.from_host_bytes));
   return o;
+}
+
+Napi::Value TrimMemoryJs(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int device = GetDevice(env, "trimMemory", info[0], "device");
+  CheckCuda(env, "trimMemory", trim_memory(device));
+  return env.Undefined();
 }
 
 }  // namespace
@@ -451,6 +511,7 @@ void RegisterCore(Napi::Env env, Napi::Object exports) {
   exports.Set("cudaDeviceInfo", Napi::Function::New(env, CudaDeviceInfoJs, "cudaDeviceInfo"));
   exports.Set("alloc", Napi::Function::New(env, Alloc, "alloc"));
   exports.Set("wrapPointer", Napi::Function::New(env, WrapPointer, "wrapPointer"));
+  exports.Set("wrapHost", Napi::Function::New(env, WrapHost, "wrapHost"));
   exports.Set("copyFromHost", Napi::Function::New(env, CopyFromHost, "copyFromHost"));
   exports.Set("copyToHost", Napi::Function::New(env, CopyToHost, "copyToHost"));
   exports.Set("copyToHostAsync", Napi::Function::New(env, CopyToHostAsync, "copyToHostAsync"));
@@ -461,6 +522,7 @@ void RegisterCore(Napi::Env env, Napi::Object exports) {
   exports.Set("streamSynchronize", Napi::Function::New(env, StreamSynchronize, "streamSynchronize"));
   exports.Set("deviceSynchronize", Napi::Function::New(env, DeviceSynchronize, "deviceSynchronize"));
   exports.Set("memoryStats", Napi::Function::New(env, MemoryStatsJs, "memoryStats"));
+  exports.Set("trimMemory", Napi::Function::New(env, TrimMemoryJs, "trimMemory"));
 }
 
 }  // namespace kvsift

@@ -4,9 +4,9 @@
  * StreamingLLM (attention sinks + recent window, no scores).
  */
 import { native } from './native';
-import { check4d, checkCapacity, checkLengths, layoutCode, opStream, sameDevice, withScope, type LayoutOptions, type OpOptions } from './common';
+import { check4d, checkCapacity, checkLengths, layoutCode, opStream, sameDevice, withLayoutHint, withScope, type LayoutOptions, type OpOptions } from './common';
 import { deviceIndex, defaultDevice, type Device } from './device';
-import { runAccumulate, runSelect, type SelectOptions } from './keyformer';
+import { allPositions, runAccumulate, runSelect, type SelectOptions } from './keyformer';
 import { checkRagged, type RaggedLayout } from './ragged_cache';
 import { checkTensor, type Tensor } from './tensor';
 import { checkInt, checkOptions, invalidText } from './validate';
@@ -40,7 +40,7 @@ export const h2o = {
    * const pos = h2o.select(scores, { capacity: 1024, recent: 128 });
    * ```
    */
-  select(scores: Tensor, options: SelectOptions): Tensor {
+  select(scores: Tensor, options: SelectOptions): Tensor<'i32'> {
     return runSelect('h2o.select', scores, options);
   },
 };
@@ -73,23 +73,31 @@ export const tova = {
    * const small = evict(keys, values, pos);
    * ```
    */
-  select(queries: Tensor, keys: Tensor, options: TovaOptions): Tensor {
+  select(queries: Tensor, keys: Tensor, options: TovaOptions): Tensor<'i32'> {
     const op = 'tova.select';
     const opts = checkOptions(op, options) as unknown as TovaOptions;
     if (opts.ragged !== undefined) return tovaRagged(op, queries, keys, opts);
     const { layout, code } = layoutCode(op, opts.layout);
-    const { t: q, dims: qd } = check4d(op, 'queries', queries, layout);
-    const { t: k, dims: kd } = check4d(op, 'keys', keys, layout);
+    const explicit = opts.layout !== undefined;
+    const { q, qd, k, kd } = withLayoutHint(layout, (l) => {
+      const { t: q, dims: qd } = check4d(op, 'queries', queries, l, undefined, explicit);
+      const { t: k, dims: kd } = check4d(op, 'keys', keys, l, undefined, explicit);
+      if (qd.S !== 1) throw invalidText(op, 'queries', 'the last query only (T = 1)', `${qd.S} rows`);
+      if (q.dtype !== k.dtype) throw invalidText(op, 'queries.dtype', `the keys' dtype '${k.dtype}'`, `'${q.dtype}'`);
+      if (qd.B !== kd.B || qd.D !== kd.D || kd.H === 0 || qd.H % kd.H !== 0) {
+        throw invalidText(op, 'queries', `[${kd.B}, a multiple of ${kd.H}, 1, ${kd.D}]`, `[${qd.B}, ${qd.H}, ${qd.S}, ${qd.D}]`);
+      }
+      return { q, qd, k, kd };
+    });
     const device = sameDevice(op, [q, k]);
-    if (qd.S !== 1) throw invalidText(op, 'queries', 'the last query only (T = 1)', `${qd.S} rows`);
-    if (q.dtype !== k.dtype) throw invalidText(op, 'queries.dtype', `the keys' dtype '${k.dtype}'`, `'${q.dtype}'`);
-    if (qd.B !== kd.B || qd.D !== kd.D || kd.H === 0 || qd.H % kd.H !== 0) {
-      throw invalidText(op, 'queries', `[${kd.B}, a multiple of ${kd.H}, 1, ${kd.D}]`, `[${qd.B}, ${qd.H}, ${qd.S}, ${qd.D}]`);
-    }
     const capacity = checkCapacity(op, opts.capacity);
-    if (capacity > kd.S) throw invalidText(op, 'options.capacity', `at most N = ${kd.S}`, `${capacity}`);
-    const seqLens = checkLengths(op, 'options.seqLens', opts.seqLens, kd.B, capacity, kd.S);
     const stream = opStream(op, opts, device);
+    if (capacity >= kd.S) {
+      // capacity >= N keeps every token (the meaning every op shares): positions 0..N-1
+      checkLengths(op, 'options.seqLens', opts.seqLens, kd.B, 0, kd.S);
+      return allPositions(device, stream, kd.B, kd.S, [kd.B, 1, kd.S]);
+    }
+    const seqLens = checkLengths(op, 'options.seqLens', opts.seqLens, kd.B, capacity, kd.S);
     return withScope(device, stream, (scope) => {
       const perHead = scope.alloc([kd.B, kd.H, kd.S], 'f32');
       native.fill(perHead._buffer, 0, stream);
@@ -103,7 +111,7 @@ export const tova = {
   },
 };
 
-function tovaRagged(op: string, queries: unknown, keys: unknown, opts: TovaOptions): Tensor {
+function tovaRagged(op: string, queries: unknown, keys: unknown, opts: TovaOptions): Tensor<'i32'> {
   const { layout, code } = layoutCode(op, opts.layout);
   const { t: q, dims: qd } = check4d(op, 'queries', queries, layout);
   const k = checkTensor(op, 'keys', keys);
@@ -160,7 +168,7 @@ export const streaming = {
    * const small = evict(keys, values, pos);
    * ```
    */
-  select(n: number, options: StreamingOptions): Tensor {
+  select(n: number, options: StreamingOptions): Tensor<'i32'> {
     const op = 'streaming.select';
     checkInt(op, 'n', n, 0, 0x7fffffff);
     const opts = checkOptions(op, options) as unknown as StreamingOptions;

@@ -6,7 +6,7 @@
  * replays.
  */
 import { native } from './native';
-import { check4d, checkCapacity, checkLengths, layoutCode, opStream, sameDevice, withScope, type LayoutOptions, type OpOptions } from './common';
+import { arange, check4d, checkCapacity, checkLengths, layoutCode, opStream, sameDevice, withLayoutHint, withScope, type Dims4, type Layout, type LayoutOptions, type OpOptions } from './common';
 import { deviceIndex, defaultDevice, type Device } from './device';
 import { checkRagged, type RaggedLayout } from './ragged_cache';
 import { checkTensor, type Tensor } from './tensor';
@@ -42,19 +42,18 @@ function checkU64(op: string, name: string, value: unknown): bigint | number {
 /** @internal shared with h2o and tova */
 export function runAccumulate(op: string, queries: unknown, keys: unknown, scoresT: unknown, opts: Omit<AccumulateOptions, 'tau' | 'seed' | 'step'> & { tau: unknown; seed: unknown; step: unknown }): Tensor {
   if (opts.ragged !== undefined) return runRaggedAccumulate(op, queries, keys, scoresT, opts);
-  const { layout, code } = layoutCode(op, opts.layout);
-  const { t: q, dims: qd } = check4d(op, 'queries', queries, layout);
-  const { t: k, dims: kd } = check4d(op, 'keys', keys, layout);
-  const s = checkTensor(op, 'scores', scoresT);
+  const { layout } = layoutCode(op, opts.layout);
+  const explicit = opts.layout !== undefined;
+  const shapes = (l: Layout) => {
+    const { t: q, dims: qd } = check4d(op, 'queries', queries, l, undefined, explicit);
+    const { t: k, dims: kd } = check4d(op, 'keys', keys, l, undefined, explicit);
+    const s = checkTensor(op, 'scores', scoresT);
+    checkAccumulateShapes(op, q, qd, k, kd, s);
+    return { q, qd, k, kd, s };
+  };
+  const { q, qd, k, kd, s } = withLayoutHint(layout, shapes);
+  const code = layout === 'bhsd' ? 0 : 1;
   const device = sameDevice(op, [q, k, s]);
-  if (q.dtype !== k.dtype) throw invalidText(op, 'queries.dtype', `the keys' dtype '${k.dtype}'`, `'${q.dtype}'`);
-  if (qd.B !== kd.B) throw invalidText(op, 'queries', `batch ${kd.B} (the keys')`, `${qd.B}`);
-  if (qd.D !== kd.D) throw invalidText(op, 'queries', `head dim ${kd.D} (the keys')`, `${qd.D}`);
-  if (kd.H === 0 || qd.H % kd.H !== 0) throw invalidText(op, 'queries', `a head count that is a multiple of the keys' ${kd.H}`, `${qd.H}`);
-  if (qd.S < 1 || qd.S > kd.S) throw invalidText(op, 'queries', `between 1 and N = ${kd.S} query rows`, `${qd.S}`);
-  if (s.dtype !== 'f32' || s.shape.length !== 3 || s.shape[0] !== kd.B || s.shape[1] !== kd.H || s.shape[2] !== kd.S) {
-    throw invalidText(op, 'scores', `an f32 tensor [${kd.B}, ${kd.H}, ${kd.S}]`, `${s.dtype} [${s.shape.join(', ')}]`);
-  }
   const tau = checkNumber(op, 'options.tau', opts.tau, { exclusiveMin: 0 });
   const seed = checkU64(op, 'options.seed', opts.seed);
   const step = checkU64(op, 'options.step', opts.step);
@@ -97,6 +96,17 @@ function runRaggedAccumulate(op: string, queries: unknown, keys: unknown, scores
   const stream = opStream(op, opts, device);
   native.raggedAccumulate(q, k, s, { layout: code, tau, noise: noise === 'gumbel' ? 1 : 0, seed, step, ragged: r.native, positions: r.positions }, stream);
   return s;
+}
+
+function checkAccumulateShapes(op: string, q: Tensor, qd: Dims4, k: Tensor, kd: Dims4, s: Tensor): void {
+  if (q.dtype !== k.dtype) throw invalidText(op, 'queries.dtype', `the keys' dtype '${k.dtype}'`, `'${q.dtype}'`);
+  if (qd.B !== kd.B) throw invalidText(op, 'queries', `batch ${kd.B} (the keys')`, `${qd.B}`);
+  if (qd.D !== kd.D) throw invalidText(op, 'queries', `head dim ${kd.D} (the keys')`, `${qd.D}`);
+  if (kd.H === 0 || qd.H % kd.H !== 0) throw invalidText(op, 'queries', `a head count that is a multiple of the keys' ${kd.H}`, `${qd.H}`);
+  if (qd.S < 1 || qd.S > kd.S) throw invalidText(op, 'queries', `between 1 and N = ${kd.S} query rows`, `${qd.S}`);
+  if (s.dtype !== 'f32' || s.shape.length !== 3 || s.shape[0] !== kd.B || s.shape[1] !== kd.H || s.shape[2] !== kd.S) {
+    throw invalidText(op, 'scores', `an f32 tensor [${kd.B}, ${kd.H}, ${kd.S}]`, `${s.dtype} [${s.shape.join(', ')}]`);
+  }
 }
 
 /**
@@ -204,26 +214,42 @@ export interface SelectOptions extends OpOptions {
  * const small = evict(keys, values, pos);
  * ```
  */
-export function select(scores: Tensor, options: SelectOptions): Tensor {
+export function select(scores: Tensor, options: SelectOptions): Tensor<'i32'> {
   return runSelect('keyformer.select', scores, options);
 }
 
 /** @internal shared with h2o */
-export function runSelect(op: string, scoresT: unknown, options: unknown): Tensor {
+export function runSelect(op: string, scoresT: unknown, options: unknown): Tensor<'i32'> {
   const s = checkTensor(op, 'scores', scoresT);
   const opts = checkOptions(op, options) as unknown as SelectOptions;
   if (s.dtype !== 'f32' || s.shape.length !== 3) throw invalidText(op, 'scores', 'an f32 tensor [B, H, N]', `${s.dtype} [${s.shape.join(', ')}]`);
   const [B, H, N] = s.shape;
   const capacity = checkCapacity(op, opts.capacity);
-  if (capacity > N) throw invalidText(op, 'options.capacity', `at most N = ${N}`, `${capacity}`);
   const recent = checkInt(op, 'options.recent', opts.recent, 0, capacity);
-  const seqLens = checkLengths(op, 'options.seqLens', opts.seqLens, B, capacity, N);
   const stream = opStream(op, opts, s._deviceIndex);
+  if (capacity >= N) {
+    // capacity >= N keeps every token (the meaning every op shares): positions 0..N-1
+    checkLengths(op, 'options.seqLens', opts.seqLens, B, 0, N);
+    return allPositions(s._deviceIndex, stream, B * H, N, [B, H, N]);
+  }
+  const seqLens = checkLengths(op, 'options.seqLens', opts.seqLens, B, capacity, N);
   return withScope(s._deviceIndex, stream, (scope) => {
     const lifted = scope.alloc([B, H, N], 'f32');
     native.protectScores(s, lifted, { sinks: 0, recent, sign: 1, seqLens }, stream);
     const out = scope.output([B, H, capacity], 'i32');
     native.topk(lifted, out, { k: capacity, order: 0, outRowStride: capacity, lengths: seqLens }, stream);
+    return out;
+  });
+}
+
+/** @internal i32 positions 0..n-1 for each of `rows` rows, shaped `shape` (capacity >= N). */
+export function allPositions(device: number, stream: bigint | undefined, rows: number, n: number, shape: number[]): Tensor<'i32'> {
+  return withScope(device, stream, (scope) => {
+    const out = scope.output(shape, 'i32');
+    const host = new Int32Array(rows * n);
+    const one = arange(n);
+    for (let r = 0; r < rows; r++) host.set(one, r * n);
+    native.copyFromHost(out._buffer, 0, host, stream);
     return out;
   });
 }

@@ -4,7 +4,7 @@
  * attention scores.
  */
 import { native } from './native';
-import { arange, check4d, checkCapacity, checkLengths, layoutCode, opStream, reshaped, sameDevice, shape4, withScope, type LayoutOptions, type OpOptions } from './common';
+import { arange, check4d, checkCapacity, checkLengths, layoutCode, opStream, reshaped, sameDevice, shape4, withScope, type Dims4, type LayoutOptions, type OpOptions, type Scope } from './common';
 import type { Compacted } from './select';
 import { checkRagged, type RaggedLayout } from './ragged_cache';
 import { checkTensor, type Tensor } from './tensor';
@@ -32,7 +32,7 @@ export function norms(keys: Tensor, options?: NormsOptions): Tensor {
   const opts = checkOptions(op, options) as NormsOptions;
   if (opts.ragged !== undefined) return raggedNorms(op, keys, opts);
   const { layout, code } = layoutCode(op, opts.layout);
-  const { t: k, dims } = check4d(op, 'keys', keys, layout);
+  const { t: k, dims } = check4d(op, 'keys', keys, layout, undefined, opts.layout !== undefined);
   const seqLens = checkLengths(op, 'options.seqLens', opts.seqLens, dims.B, 0, dims.S);
   const stream = opStream(op, opts, k._deviceIndex);
   return withScope(k._deviceIndex, stream, (scope) => {
@@ -84,44 +84,79 @@ export function compress(keys: Tensor, values: Tensor, options: L2CompressOption
   const op = 'l2.compress';
   const opts = checkOptions(op, options) as unknown as L2CompressOptions;
   const { layout, code } = layoutCode(op, opts.layout);
-  const { t: k, dims } = check4d(op, 'keys', keys, layout);
-  const { t: v, dims: vd } = check4d(op, 'values', values, layout);
+  const { t: k, dims } = check4d(op, 'keys', keys, layout, undefined, opts.layout !== undefined);
+  const { t: v, dims: vd } = check4d(op, 'values', values, layout, undefined, opts.layout !== undefined);
   const device = sameDevice(op, [k, v]);
   if (vd.B !== dims.B || vd.H !== dims.H || vd.S !== dims.S) {
     throw invalidText(op, 'values', `a cache with the keys' [B, H, N] = [${dims.B}, ${dims.H}, ${dims.S}]`, `[${vd.B}, ${vd.H}, ${vd.S}]`);
   }
+  const sel = checkSelect(op, opts, dims, device);
+  return withScope(device, sel.stream, (scope) => {
+    const positions = selectInScope(k, code, dims, sel, scope);
+    const K = positions.shape[2];
+    const ko = scope.output(shape4(layout, dims.B, dims.H, K, dims.D), k.dtype);
+    native.gather(k, positions, ko, { layout: code, group: 1 }, sel.stream);
+    const vo = scope.output(shape4(layout, dims.B, dims.H, K, vd.D), v.dtype);
+    native.gather(v, positions, vo, { layout: code, group: 1 }, sel.stream);
+    return { keys: ko, values: vo, positions };
+  });
+}
+
+/**
+ * The selection of {@link compress} alone: the positions it keeps, without gathering K and V
+ * (for `KvCache.retain`, with `seqLens: cache.lengths`). N <= capacity keeps everything.
+ *
+ * @returns i32 [B, Hkv, capacity] (or [B, Hkv, N] when N <= capacity), ascending
+ * @example
+ * ```ts
+ * cache.retain(l2.select(cache.keys, { capacity: 1024, sinks: 4, recent: 64, seqLens: cache.lengths }));
+ * ```
+ */
+export function select(keys: Tensor, options: L2CompressOptions): Tensor<'i32'> {
+  const op = 'l2.select';
+  const opts = checkOptions(op, options) as unknown as L2CompressOptions;
+  const { layout, code } = layoutCode(op, opts.layout);
+  const { t: k, dims } = check4d(op, 'keys', keys, layout, undefined, opts.layout !== undefined);
+  const sel = checkSelect(op, opts, dims, k._deviceIndex);
+  return withScope(k._deviceIndex, sel.stream, (scope) => selectInScope(k, code, dims, sel, scope));
+}
+
+interface Selection {
+  capacity: number;
+  sinks: number;
+  recent: number;
+  seqLens?: Int32Array;
+  stream?: bigint;
+}
+
+function checkSelect(op: string, opts: L2CompressOptions, dims: Dims4, device: number): Selection {
   const capacity = checkCapacity(op, opts.capacity);
   const sinks = opts.sinks === undefined ? 0 : checkInt(op, 'options.sinks', opts.sinks, 0, 0x7fffffff);
   const recent = opts.recent === undefined ? 0 : checkInt(op, 'options.recent', opts.recent, 0, 0x7fffffff);
   if (sinks + recent > capacity) throw invalidText(op, 'options.sinks + options.recent', `at most capacity (${capacity})`, `${sinks + recent}`);
   const seqLens = checkLengths(op, 'options.seqLens', opts.seqLens, dims.B, 0, dims.S);
-  const stream = opStream(op, opts, device);
-  const allShort = dims.S <= capacity;
-  if (!allShort && seqLens) {
+  if (dims.S > capacity && seqLens) {
     seqLens.forEach((l, b) => {
       if (l < capacity) throw invalidText(op, `options.seqLens[${b}]`, `at least capacity (${capacity}); compress shorter rows separately`, `${l}`);
     });
   }
-  return withScope(device, stream, (scope) => {
-    let positions: Tensor;
-    if (allShort) {
-      positions = scope.output([dims.B, dims.H, dims.S], 'i32');
-      const host = new Int32Array(dims.B * dims.H * dims.S);
-      for (let r = 0; r < dims.B * dims.H; r++) host.set(arange(dims.S), r * dims.S);
-      native.copyFromHost(positions._buffer, 0, host, stream);
-    } else {
-      const n = scope.alloc([dims.B, dims.H, dims.S], 'f32');
-      native.l2Norms(k, n, { layout: code, seqLens }, stream);
-      // low norm ranks high: negate, and lift the protected tokens to +inf
-      native.protectScores(n, n, { sinks, recent, sign: -1, seqLens }, stream);
-      positions = scope.output([dims.B, dims.H, capacity], 'i32');
-      native.topk(n, positions, { k: capacity, order: 0, outRowStride: capacity, lengths: seqLens }, stream);
-    }
-    const K = positions.shape[2];
-    const ko = scope.output(shape4(layout, dims.B, dims.H, K, dims.D), k.dtype);
-    native.gather(k, positions, ko, { layout: code, group: 1 }, stream);
-    const vo = scope.output(shape4(layout, dims.B, dims.H, K, vd.D), v.dtype);
-    native.gather(v, positions, vo, { layout: code, group: 1 }, stream);
-    return { keys: ko, values: vo, positions };
-  });
+  return { capacity, sinks, recent, seqLens, stream: opStream(op, opts, device) };
+}
+
+function selectInScope(k: Tensor, code: 0 | 1, dims: Dims4, sel: Selection, scope: Scope): Tensor<'i32'> {
+  if (dims.S <= sel.capacity) {
+    // capacity >= N keeps every token (the meaning every op shares)
+    const positions = scope.output([dims.B, dims.H, dims.S], 'i32');
+    const host = new Int32Array(dims.B * dims.H * dims.S);
+    for (let r = 0; r < dims.B * dims.H; r++) host.set(arange(dims.S), r * dims.S);
+    native.copyFromHost(positions._buffer, 0, host, sel.stream);
+    return positions;
+  }
+  const n = scope.alloc([dims.B, dims.H, dims.S], 'f32');
+  native.l2Norms(k, n, { layout: code, seqLens: sel.seqLens }, sel.stream);
+  // low norm ranks high: negate, and lift the protected tokens to +inf
+  native.protectScores(n, n, { sinks: sel.sinks, recent: sel.recent, sign: -1, seqLens: sel.seqLens }, sel.stream);
+  const positions = scope.output([dims.B, dims.H, sel.capacity], 'i32');
+  native.topk(n, positions, { k: sel.capacity, order: 0, outRowStride: sel.capacity, lengths: sel.seqLens }, sel.stream);
+  return positions;
 }

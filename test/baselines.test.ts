@@ -141,7 +141,8 @@ describe('h2o: validation', () => {
     const gone = Tensor.zeros([1, 2, 1, 4], 'f32', 'cpu');
     gone.dispose();
     check(() => h2o.accumulate(gone, k, s), 'ERR_DISPOSED', 'h2o.accumulate: queries is disposed');
-    expectKvsiftError(() => h2o.select(s, { capacity: 7, recent: 0 }), 'ERR_INVALID_ARG', 'h2o.select: expected at most N = 6 for options.capacity, but received 7');
+    // capacity >= N keeps every token (issue 12: one meaning for every op; test/first-hour.test.ts)
+    expect(h2o.select(s, { capacity: 7, recent: 0 }).shape.at(-1)).toBe(6);
     expectKvsiftError(() => h2o.select(s, { capacity: 3, recent: 4 }), 'ERR_INVALID_ARG', 'h2o.select: expected an integer in [0, 3] for options.recent, but received 4');
   });
 });
@@ -166,7 +167,8 @@ describe('tova: a hand-built case and validation', () => {
     const q = Tensor.zeros([1, 4, 1, 4], 'f32', 'cpu');
     const k = Tensor.zeros([1, 2, 8, 4], 'f32', 'cpu');
     expectKvsiftError(() => tova.select(Tensor.zeros([1, 4, 2, 4], 'f32', 'cpu'), k, { capacity: 2 }), 'ERR_INVALID_ARG', `${op}: expected the last query only (T = 1) for queries, but received 2 rows`);
-    expectKvsiftError(() => tova.select(q, k, { capacity: 9 }), 'ERR_INVALID_ARG', `${op}: expected at most N = 8 for options.capacity, but received 9`);
+    // capacity >= N keeps every token (issue 12: one meaning for every op; test/first-hour.test.ts)
+    expect(tova.select(q, k, { capacity: 9 }).shape.at(-1)).toBe(8);
     expectKvsiftError(() => tova.select(q, k, { capacity: 0 }), 'ERR_INVALID_ARG', `${op}: expected an integer in [1, 2147483647] for options.capacity, but received 0`);
     expectKvsiftError(() => tova.select(Tensor.zeros([1, 3, 1, 4], 'f32', 'cpu'), k, { capacity: 2 }), 'ERR_INVALID_ARG', `${op}: expected [1, a multiple of 2, 1, 4] for queries, but received [1, 3, 1, 4]`);
     expectKvsiftError(() => tova.select(Tensor.zeros([1, 4, 1, 4], 'f16', 'cpu'), k, { capacity: 2 }), 'ERR_INVALID_ARG', `${op}: expected the keys' dtype 'f32' for queries.dtype, but received 'f16'`);

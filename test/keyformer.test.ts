@@ -406,7 +406,8 @@ describe('keyformer.select: edge cases and validation', () => {
   it('rejects bad input naming the argument', () => {
     const op = 'keyformer.select';
     const s = Tensor.zeros([1, 2, 10], 'f32', 'cpu');
-    expectKvsiftError(() => keyformer.select(s, { capacity: 11, recent: 0 }), 'ERR_INVALID_ARG', `${op}: expected at most N = 10 for options.capacity, but received 11`);
+    // capacity >= N keeps every token (issue 12: one meaning for every op; test/first-hour.test.ts)
+    expect(keyformer.select(s, { capacity: 11, recent: 0 }).shape.at(-1)).toBe(10);
     expectKvsiftError(() => keyformer.select(s, { capacity: 4, recent: 5 }), 'ERR_INVALID_ARG', `${op}: expected an integer in [0, 4] for options.recent, but received 5`);
     expectKvsiftError(() => keyformer.select(s, { capacity: 4 } as never), 'ERR_INVALID_ARG', `${op}: expected an integer in [0, 4] for options.recent, but received undefined`);
     expectKvsiftError(() => keyformer.select(s, { capacity: 0, recent: 0 }), 'ERR_INVALID_ARG', `${op}: expected an integer in [1, 2147483647] for options.capacity, but received 0`);

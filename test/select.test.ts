@@ -313,7 +313,8 @@ describe('gather: argument validation', () => {
     expectKvsiftError(() => gather(cache, i32(new Int32Array(2 * 3), [2, 3])), INVALID, 'gather: expected an i32 tensor [2, 2 (or 1, or a multiple of 2), k] for positions, but received shape [2, 3]');
     expectKvsiftError(() => gather(cache, i32(new Int32Array(0), [2, 0, 3])), INVALID, /for positions, but received shape \[2, 0, 3\]/);
     const flat = track(Tensor.zeros([2, 9, 4], 'f32', 'cpu'));
-    expectKvsiftError(() => gather(flat, i32(new Int32Array(6), [2, 1, 3])), INVALID, 'gather: expected a 4-D tensor [B, H, N, D] for cache, but received shape [2, 9, 4]');
+    // any rank is gathered along its last axis (test/gather-any-rank.test.ts); positions carry the leading axes
+    expectKvsiftError(() => gather(flat, i32(new Int32Array(9), [3, 1, 3])), INVALID, 'gather: expected an i32 tensor [2 or 1, 9 or 1, k] for positions, but received shape [3, 1, 3]');
     expectKvsiftError(() => gather('cache' as never, i32(new Int32Array(6), [2, 1, 3])), INVALID, "gather: expected a Tensor for cache, but received 'cache'");
     expectKvsiftError(() => gather(cache, null as never), INVALID, 'gather: expected a Tensor for positions, but received null');
     expectKvsiftError(() => gather(cache, {} as never), INVALID, 'gather: expected a Tensor for positions, but received a plain object');

@@ -364,7 +364,7 @@ void pack_keys(const ColsumCtx& X, const PairInfo& pi, int64_t j0, int64_t n, fl
         }
         default: {
           const uint16_t* h = reinterpret_cast<const uint16_t*>(src);
-          for (int64_t d = 0; d < D; ++d) w[d] = f16_to_f32(h[d]);
+          f16_to_f32_row(h, w, D);  // hardware conversion (F16C / AVX-512) where present
           break;
         }
       }

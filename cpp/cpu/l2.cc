@@ -39,6 +39,8 @@ void l2_norms(const L2NormsParams& p) {
   const int64_t rows = static_cast<int64_t>(p.B) * p.H * p.N;
   const int64_t D = p.D;
   parallel_for(rows, grain_rows(D), [&](int64_t i0, int64_t i1) {
+    // f16 rows are widened in bulk by the hardware conversion, then summed like f32 rows
+    std::vector<float> widened(p.dtype == DType::F16 ? static_cast<size_t>(D) : 0);
     for (int64_t idx = i0; idx < i1; ++idx) {
       int64_t j = idx % p.N;
       int64_t bh = idx / p.N;
@@ -59,8 +61,9 @@ void l2_norms(const L2NormsParams& p) {
           break;
         }
         case DType::F16: {
-          const uint16_t* x = static_cast<const uint16_t*>(p.k.data) + off;
-          ss = sumsq([x](int64_t d) { return f16_to_f32(x[d]); }, D);
+          f16_to_f32_row(static_cast<const uint16_t*>(p.k.data) + off, widened.data(), D);
+          const float* x = widened.data();
+          ss = sumsq([x](int64_t d) { return x[d]; }, D);
           break;
         }
         case DType::BF16: {
