@@ -21,7 +21,9 @@ if (isMainThread) {
   let done = 0;
   let lastProgress = Date.now();
   const watchdog = setInterval(() => {
-    if (Date.now() - lastProgress < 3000) return;
+    // A deadlock never progresses again; loading lib/ through the TS loader alone can take several
+    // seconds on a loaded 2-core machine, so only a long silence counts.
+    if (Date.now() - lastProgress < 30_000) return;
     process.stdout.write(`${JSON.stringify({ ok: false, deadlock: true, progress })}\n`);
     process.kill(process.pid, 'SIGKILL');
   }, 250);
