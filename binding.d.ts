@@ -28,18 +28,29 @@ export interface NativeTensor {
   readonly shape: readonly number[];
 }
 
+/** What the build contains (lib/device.ts exports it as BuildInfo). */
 export interface NativeBuildInfo {
+  /** Whether the CUDA kernels were compiled into this build. */
   cuda: boolean;
+  /** CMake CUDA architectures compiled in, e.g. ['75-real', ..., '90']. */
   cudaArchitectures: string[];
   cudaRuntimeVersion: string | null;
   cudaDriverVersion: string | null;
+  /** Why no CUDA device is usable ('' when one is). */
   cudaUnavailableReason: string;
   napiVersion: number;
+  /** Threads of the CPU backend (KVSIFT_NUM_THREADS overrides). */
   cpuThreads: number;
+  /** How the CPU backend widens f16 inputs: 'f16c' (the hardware conversion, picked at load time) or 'scalar'. */
+  cpuF16Conversion: 'f16c' | 'scalar';
+  /** `cuda:0` is the emulated device of an emulated build (npm run build:emu; docs/GPU.md). */
+  cudaEmulated: boolean;
 }
 
+/** A CUDA device (lib/device.ts adds its name: CudaDeviceInfo). */
 export interface NativeDeviceInfo {
   model: string;
+  /** e.g. '9.0' for an H100 */
   computeCapability: string;
   totalMemory: number;
   freeMemory: number;
@@ -51,6 +62,9 @@ export interface NativeMemoryStats {
   liveBuffers: number;
   liveBytes: number;
   peakBytes: number;
+  cachedBytes: number;
+  toHostBytes: number;
+  fromHostBytes: number;
 }
 
 /** Layout code: 0 bhsd, 1 bshd. */
@@ -65,6 +79,8 @@ export interface Binding {
   alloc(device: number, bytes: number, stream?: bigint): DeviceBuffer;
   /** alignment: the dtype's size; ptr must be a multiple of it. */
   wrapPointer(ptr: bigint, bytes: number, device: number, alignment?: number): DeviceBuffer;
+  /** CPU memory of an ArrayBuffer (or a TypedArray's range of one), shared with JS, re-checked before every use. */
+  wrapHost(array: ArrayBufferView | ArrayBuffer, bytes: number): DeviceBuffer;
   /** bytes: when given, src must hold exactly that many bytes now (re-checked after user code ran). */
   copyFromHost(dst: DeviceBuffer, dstOffset: number, src: ArrayBufferView | ArrayBuffer, stream?: bigint, bytes?: number): void;
   copyToHost(src: DeviceBuffer, srcOffset: number, dst: ArrayBufferView | ArrayBuffer, stream?: bigint): void;
@@ -76,8 +92,10 @@ export interface Binding {
   streamSynchronize(device: number, stream?: bigint): Promise<void>;
   deviceSynchronize(device: number): Promise<void>;
   memoryStats(device: number, resetPeak?: boolean): NativeMemoryStats;
+  /** Releases the allocator's cached free blocks on a device. */
+  trimMemory(device: number): void;
 
-  // ---- ops (cpp/ops.cc). Outputs are allocated by the caller; lengths arrays are host Int32Arrays
+  // ---- ops (cpp/ops/<family>.cc). Outputs are allocated by the caller; lengths arrays are host Int32Arrays
   // checked and uploaded by the binding. Every op runs on its tensors' device.
   /** votes: out f32 [B, Hout, N - W]; groupReduce 0 mean, 1 sum, 2 max, 3 none. */
   snapkvScores(queries: NativeTensor, keys: NativeTensor, out: NativeTensor,
@@ -99,4 +117,41 @@ export interface Binding {
   gumbel(out: NativeTensor, options: { seed: number | bigint; step: number | bigint }, stream?: bigint): void;
   /** out[b, j] = scale * sum_h in[b, h, j] */
   headReduce(input: NativeTensor, out: NativeTensor, options: { scale: number }, stream?: bigint): void;
+
+  // ---- KvCache and tensor primitives (cpp/ops/kv_cache.cc)
+  /** dst[..., offset + i, ...] = src[..., i, ...] along axis; src and dst must not share storage. */
+  copyAxis(dst: NativeTensor, src: NativeTensor, options: { axis: number; offset: number }, stream?: bigint): void;
+  /** Appends counts[b] of newKeys/newValues' T tokens after lengths[b]; positions continue from starts[b]. */
+  kvAppend(keys: NativeTensor, values: NativeTensor, positions: NativeTensor, newKeys: NativeTensor, newValues: NativeTensor,
+    options: { layout?: LayoutCode; lengths: Int32Array; counts: Int32Array; starts: Int32Array }, stream?: bigint): void;
+  /** Checked in-place compaction of every item to its kept rows (keep i32 [B, H or 1, C]); zeroTail zeroes rows C.. */
+  kvRetain(keep: NativeTensor, options: { lengths: Int32Array },
+    items: Array<{ tensor: NativeTensor; layout?: LayoutCode; zeroTail?: boolean }>, stream?: bigint): void;
+  // ---- head-adaptive selection and the ragged per-head cache (common/adaptive.h, common/ragged.h).
+  // A ragged layout: head bh = b * heads + h owns storage rows [indptr[bh], indptr[bh + 1]), of
+  // which the first lens[bh] are live (all of them without lens).
+  /** positions i32 [B * budget], indptr i32 [B * H + 1] (outputs); scores f32 [B, H, N], or [rows] with ragged. */
+  adaptiveSelect(scores: NativeTensor, positions: NativeTensor, indptr: NativeTensor,
+    options: { budget: number; minPerHead: number; window: number; lengths?: Int32Array; ragged?: NativeRagged }, stream?: bigint): void;
+  /** Kept rows of a dense 4-D cache (or of a ragged [rows, D] / [rows] source) into out [total + B*H*reserve, D]. */
+  raggedGather(src: NativeTensor, selPositions: NativeTensor, selIndptr: NativeTensor, out: NativeTensor,
+    options: { batch: number; heads: number; reserve: number; layout?: LayoutCode; srcRagged?: NativeRagged; outIndptr?: NativeTensor; outLens?: NativeTensor; identity?: boolean; op?: string }, stream?: bigint): void;
+  /** src [B, H, T, D] appended after each head's live rows of dst [rows, D]; lens grows by T when updateLens. */
+  raggedAppend(src: NativeTensor, dst: NativeTensor,
+    options: { layout?: LayoutCode; ragged: NativeRagged; updateLens: boolean; positions?: NativeTensor; posBase?: Int32Array }, stream?: bigint): void;
+  /** scores f32 [rows] += the step's softmax over each head's live keys [rows, D]; noise keyed by positions (or the index in the head). */
+  raggedAccumulate(queries: NativeTensor, keys: NativeTensor, scores: NativeTensor,
+    options: { layout?: LayoutCode; tau: number; noise: number; seed: number | bigint; step: number | bigint; ragged: NativeRagged; positions?: NativeTensor }, stream?: bigint): void;
+  /** out f32 [B, n]: scale * sum over heads of perHead at each original position; -inf where no head holds it. */
+  raggedLayerScores(perHead: NativeTensor, out: NativeTensor, options: { ragged: NativeRagged; positions?: NativeTensor; scale: number }, stream?: bigint): void;
+  /** Zeroes x f32 [rows] outside every head's live rows. */
+  raggedZeroGaps(x: NativeTensor, options: { ragged: NativeRagged }, stream?: bigint): void;
+}
+
+/** A ragged per-head layout as the binding reads it. */
+export interface NativeRagged {
+  batch: number;
+  heads: number;
+  indptr: NativeTensor;
+  lens?: NativeTensor;
 }

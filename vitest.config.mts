@@ -1,6 +1,9 @@
+import { fileURLToPath } from 'node:url';
 import { defineConfig } from 'vitest/config';
 
 export default defineConfig({
+  // examples/ import 'kvsift' as a user would; in the repository that is lib/
+  resolve: { alias: { kvsift: fileURLToPath(new URL('./lib/index.ts', import.meta.url)) } },
   test: {
     include: ['test/**/*.test.ts'],
     // Child processes, not worker threads: a native addon is loaded once per process, and a

@@ -2,6 +2,7 @@
 /**
  * The kvsift command line:
  *   kvsift info            what this build contains and which devices it sees
+ *   kvsift --version       the package version
  *   kvsift bench [flags]   the benchmark (bench/bench.js; `kvsift bench --help`)
  */
 'use strict';
@@ -11,6 +12,7 @@ const path = require('node:path');
 const USAGE = `usage: kvsift <command> [options]
 
 commands:
+  --version, -v  print the package version
   info           print the build (CUDA compiled in? architectures, runtime) and the devices
   bench [flags]  time every op at named model shapes; 'kvsift bench --help' for the flags
 `;
@@ -56,6 +58,12 @@ async function main(argv) {
   switch (cmd) {
     case 'info':
       return info();
+    case '--version':
+    case '-v':
+    case 'version':
+      // no native load: works even when the addon is not built
+      process.stdout.write(`${require(path.join(__dirname, '..', 'package.json')).version}\n`);
+      return 0;
     case 'bench':
       loadKvsift();
       return require(path.join(__dirname, '..', 'bench', 'bench.js')).main(rest);

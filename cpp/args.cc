@@ -8,17 +8,6 @@
 
 namespace kvsift {
 
-const char* dtype_name(DType t) {
-  switch (t) {
-    case DType::F32: return "f32";
-    case DType::F16: return "f16";
-    case DType::BF16: return "bf16";
-    case DType::I32: return "i32";
-    case DType::U8: return "u8";
-  }
-  return "?";
-}
-
 std::string device_name(int device) { return device < 0 ? "cpu" : "cuda:" + std::to_string(device); }
 
 std::string describe(Napi::Value v) {
@@ -68,10 +57,19 @@ Napi::Object OwnSnapshot(Napi::Env env, Napi::Object obj) {
   return copy;
 }
 
+// Tensor.fromHostArray's memory is the engine's ArrayBuffer: re-read before every use.
+void CheckHostBacked(Napi::Env env, const std::string& op, DeviceBuffer* buf, const std::string& name) {
+  if (!buf->Refresh(env)) {
+    Throw(env, code::kDisposed, op + ": " + name + "'s ArrayBuffer (Tensor.fromHostArray) was detached or resized below the tensor's " +
+                                    std::to_string(buf->bytes()) + " bytes; nothing was read");
+  }
+}
+
 DeviceBuffer* GetBuffer(Napi::Env env, const std::string& op, Napi::Value v, const std::string& name) {
   DeviceBuffer* buf = DeviceBuffer::From(env, v);
   if (buf == nullptr) ThrowInvalid(env, op, name, "a DeviceBuffer", describe(v));
   if (buf->freed()) Throw(env, code::kDisposed, op + ": " + name + " is disposed");
+  CheckHostBacked(env, op, buf, name);
   return buf;
 }
 
@@ -82,6 +80,7 @@ TensorArg GetTensor(Napi::Env env, const std::string& op, Napi::Value v, const s
   DeviceBuffer* buf = DeviceBuffer::From(env, bufv);
   if (buf == nullptr) ThrowInvalid(env, op, name, "a Tensor", describe(v));
   if (buf->freed()) Throw(env, code::kDisposed, op + ": " + name + " is disposed");
+  CheckHostBacked(env, op, buf, name);
   TensorArg t;
   t.buffer = buf;
   t.data = buf->data();

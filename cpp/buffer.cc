@@ -84,6 +84,43 @@ Napi::Object DeviceBuffer::Wrap(Napi::Env env, void* ptr, size_t bytes, int devi
   return obj;
 }
 
+Napi::Object DeviceBuffer::WrapHost(Napi::Env env, Napi::ArrayBuffer ab, size_t offset, size_t bytes) {
+  Napi::Object obj = GetAddonData(env).buffer_ctor.New({});
+  DeviceBuffer* self = Unwrap(obj);
+  self->host_backed_ = true;
+  self->host_offset_ = offset;
+  self->host_ref_ = Napi::Persistent(ab);
+  self->bytes_ = bytes;
+  self->device_ = kCpuDevice;
+  self->owned_ = false;
+  self->freed_ = false;
+  if (!self->Refresh(env)) {
+    self->Release();
+    ThrowInvalid(env, "Tensor.fromHostArray", "array", "a live ArrayBuffer covering the tensor", "a detached or short buffer");
+  }
+  return obj;
+}
+
+bool DeviceBuffer::Refresh(Napi::Env env) {
+  if (!host_backed_) return true;
+  if (freed_ || host_ref_.IsEmpty()) return false;
+  Napi::ArrayBuffer ab = host_ref_.Value();
+  bool detached = false;
+  if (napi_is_detached_arraybuffer(env, ab, &detached) != napi_ok || detached) {
+    data_ = nullptr;
+    return false;
+  }
+  void* base = nullptr;
+  size_t length = 0;
+  if (napi_get_arraybuffer_info(env, ab, &base, &length) != napi_ok || base == nullptr ||
+      length < host_offset_ || length - host_offset_ < bytes_) {
+    data_ = nullptr;
+    return false;
+  }
+  data_ = static_cast<uint8_t*>(base) + host_offset_;
+  return true;
+}
+
 DeviceBuffer* DeviceBuffer::From(Napi::Env env, Napi::Value v) {
   if (!v.IsObject()) return nullptr;
   AddonData& data = GetAddonData(env);
@@ -113,6 +150,7 @@ void DeviceBuffer::ReallyFree() {
   if (owned_) device_free(device_, data_, bytes_, stream_, other_streams_);
   other_streams_.clear();
   data_ = nullptr;
+  if (host_backed_) host_ref_.Reset();
   if (external_bytes_ != 0 && env_ != nullptr) {
     // Raw call: this runs in finalizers and destructors, where a throw would abort the process.
     int64_t total = 0;
@@ -144,6 +182,7 @@ Napi::Value DeviceBuffer::Free(const Napi::CallbackInfo& info) {
 }
 
 Napi::Value DeviceBuffer::GetPtr(const Napi::CallbackInfo& info) {
+  if (host_backed_ && !Refresh(info.Env())) return Napi::BigInt::New(info.Env(), static_cast<uint64_t>(0));
   return Napi::BigInt::New(info.Env(), static_cast<uint64_t>(reinterpret_cast<uintptr_t>(freed_ ? nullptr : data_)));
 }
 Napi::Value DeviceBuffer::GetByteLength(const Napi::CallbackInfo& info) {

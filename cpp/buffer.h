@@ -17,6 +17,10 @@ class DeviceBuffer : public Napi::ObjectWrap<DeviceBuffer> {
   // A new owned allocation; throws ERR_OUT_OF_MEMORY / ERR_CUDA on failure.
   static Napi::Object Allocate(Napi::Env env, int device, size_t bytes, cudaStream_t stream);
   static Napi::Object Wrap(Napi::Env env, void* ptr, size_t bytes, int device);
+  // CPU memory inside a JS ArrayBuffer (Tensor.fromHostArray): the buffer holds the ArrayBuffer
+  // alive until free(), and Refresh() re-reads its address before every use, so a detached or
+  // shrunk ArrayBuffer is never read.
+  static Napi::Object WrapHost(Napi::Env env, Napi::ArrayBuffer ab, size_t offset, size_t bytes);
   // nullptr when v is not a DeviceBuffer.
   static DeviceBuffer* From(Napi::Env env, Napi::Value v);
 
@@ -40,6 +44,11 @@ class DeviceBuffer : public Napi::ObjectWrap<DeviceBuffer> {
 
   void Release();
 
+  // Host-backed buffers: re-reads the ArrayBuffer's address; false when it was detached or no
+  // longer covers [offset, offset + bytes). Always true for other buffers.
+  bool Refresh(Napi::Env env);
+  bool host_backed() const { return host_backed_; }
+
  private:
   Napi::Value Free(const Napi::CallbackInfo& info);
   Napi::Value GetPtr(const Napi::CallbackInfo& info);
@@ -60,6 +69,9 @@ class DeviceBuffer : public Napi::ObjectWrap<DeviceBuffer> {
   napi_env env_ = nullptr;
   cudaStream_t stream_ = nullptr;
   std::vector<cudaStream_t> other_streams_;
+  bool host_backed_ = false;
+  size_t host_offset_ = 0;
+  Napi::Reference<Napi::ArrayBuffer> host_ref_;
 };
 
 }  // namespace kvsift

@@ -1,5 +1,5 @@
 // kvsift/cpp/core.cc: the binding's foundation: build info, devices, buffers, copies, streams and
-// synchronization. Op entry points live in cpp/ops_*.cc.
+// synchronization. Op entry points live in cpp/ops/<family>.cc.
 #include <napi.h>
 
 #include <cstdio>
@@ -13,11 +13,13 @@
 #include "args.h"
 #include "buffer.h"
 #include "core.h"
+#include "cpu/half.h"
 #include "cpu/parallel.h"
 #include "errors.h"
 #include "memory.h"
 #include "runtime.h"
 #ifdef KVSIFT_WITH_CUDA
+#include "../cuda/kv_cache.h"
 #include "../cuda/launchers.h"
 #endif
 
@@ -97,8 +99,14 @@ Napi::Value BuildInfo(const Napi::CallbackInfo& info) {
   o.Set("cudaDriverVersion", env.Null());
 #endif
   o.Set("cudaUnavailableReason", cuda_unavailable_reason());
+#ifdef KVSIFT_CUDA_EMULATED
+  o.Set("cudaEmulated", true);
+#else
+  o.Set("cudaEmulated", false);
+#endif
   o.Set("napiVersion", NAPI_VERSION);
   o.Set("cpuThreads", cpu::num_threads());
+  o.Set("cpuF16Conversion", cpu::f16_row_path());
   return o;
 }
 
@@ -156,6 +164,31 @@ Napi::Value WrapPointer(const Napi::CallbackInfo& info) {
     ThrowInvalid(env, op, "ptr", "a range that fits in the address space", "an address " + std::to_string(bytes) + " bytes below 2^64");
   }
   return DeviceBuffer::Wrap(env, reinterpret_cast<void*>(static_cast<uintptr_t>(ptr)), static_cast<size_t>(bytes), device);
+}
+
+// wrapHost(arrayOrView, bytes): the CPU memory of an ArrayBuffer (or of a TypedArray's range of
+// one), shared with JS; see DeviceBuffer::WrapHost.
+Napi::Value WrapHost(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  const std::string op = "Tensor.fromHostArray";
+  int64_t bytes = GetInt(env, op, info[1], "bytes", 0, kMaxBytes);
+  Napi::Value v = info[0];
+  if (v.IsArrayBuffer()) {
+    Napi::ArrayBuffer ab = v.As<Napi::ArrayBuffer>();
+    return DeviceBuffer::WrapHost(env, ab, 0, static_cast<size_t>(bytes));
+  }
+  if (v.IsTypedArray()) {
+    napi_typedarray_type type;
+    size_t length = 0, offset = 0;
+    void* data = nullptr;
+    napi_value ab = nullptr;
+    if (napi_get_typedarray_info(env, v, &type, &length, &data, &ab, &offset) == napi_ok && ab != nullptr &&
+        Napi::Value(env, ab).IsArrayBuffer()) {
+      return DeviceBuffer::WrapHost(env, Napi::Value(env, ab).As<Napi::ArrayBuffer>(), offset, static_cast<size_t>(bytes));
+    }
+    env.GetAndClearPendingException();
+  }
+  ThrowInvalid(env, op, "array", "a TypedArray over an ArrayBuffer, or an ArrayBuffer", describe(v));
 }
 
 // Checks that [offset, offset + bytes) lies inside buf.
@@ -232,6 +265,7 @@ Napi::Value CopyFromHost(const Napi::CallbackInfo& info) {
   }
   CheckRange(env, op, dst, off, static_cast<int64_t>(src.bytes), "dst");
   if (src.bytes == 0) return env.Undefined();
+  note_transfer(dst->device(), false, static_cast<int64_t>(src.bytes));
   if (dst->device() < 0) {
     std::memcpy(static_cast<uint8_t*>(dst->data()) + off, src.data, src.bytes);
     return env.Undefined();
@@ -259,6 +293,7 @@ Napi::Value CopyToHost(const Napi::CallbackInfo& info) {
   (void)stream;
   CheckRange(env, op, src, off, static_cast<int64_t>(dst.bytes), "src");
   if (dst.bytes == 0) return env.Undefined();
+  note_transfer(src->device(), true, static_cast<int64_t>(dst.bytes));
   if (src->device() < 0) {
     std::memcpy(dst.data, static_cast<const uint8_t*>(src->data()) + off, dst.bytes);
     return env.Undefined();
@@ -471,6 +506,7 @@ Napi::Value CopyToHostAsync(const Napi::CallbackInfo& info) {
   int64_t bytes = GetInt(env, op, info[2], "bytes", 0, kMaxBytes);
   cudaStream_t stream = GetStream(env, op, info[3]);
   CheckRange(env, op, src, off, bytes, "src");
+  note_transfer(src->device(), true, bytes);
   auto host_oom = [&] {
     return Rejected(env, code::kOutOfMemory,
                     "toArrayAsync: out of host memory for a copy of " + std::to_string(bytes) + " bytes");
@@ -532,6 +568,9 @@ Napi::Value CopyBuffer(const Napi::CallbackInfo& info) {
   CheckRange(env, op, dst, doff, bytes, "dst");
   CheckRange(env, op, src, soff, bytes, "src");
   if (bytes == 0) return env.Undefined();
+  // Between a CUDA device and host memory: a transfer, counted on the CUDA side.
+  if (dst->device() < 0 && src->device() >= 0) note_transfer(src->device(), true, bytes);
+  if (dst->device() >= 0 && src->device() < 0) note_transfer(dst->device(), false, bytes);
   uint8_t* d = static_cast<uint8_t*>(dst->data()) + doff;
   const uint8_t* s = static_cast<const uint8_t*>(src->data()) + soff;
   if (dst->device() < 0 && src->device() < 0) {
@@ -627,6 +666,16 @@ class SyncJob : public AsyncJob {
       custom_code_ = code::kIndexOutOfRange;
       custom_message_ = "a gather on cuda:" + std::to_string(device_) +
                         " met positions outside [0, N); their rows were written as zeros";
+      return;
+    }
+    if (cuda_error_ != 0) return;
+    int bad_retain = 0;
+    cuda_error_ = cuda::read_and_clear_retain_error(&bad_retain, stream_);
+    if (cuda_error_ == 0 && bad_retain) {
+      custom_code_ = code::kIndexOutOfRange;
+      custom_message_ = "a KvCache.retain on cuda:" + std::to_string(device_) +
+                        " met positions that were out of range, repeated or unsorted; it wrote nothing, so "
+                        "keys, values, positions and the `also` tensors are unchanged";
     }
 #endif
   }
@@ -668,7 +717,17 @@ Napi::Value MemoryStatsJs(const Napi::CallbackInfo& info) {
   o.Set("liveBuffers", static_cast<double>(s.live_buffers));
   o.Set("liveBytes", static_cast<double>(s.live_bytes));
   o.Set("peakBytes", static_cast<double>(s.peak_bytes));
+  o.Set("cachedBytes", static_cast<double>(s.cached_bytes));
+  o.Set("toHostBytes", static_cast<double>(s.to_host_bytes));
+  o.Set("fromHostBytes", static_cast<double>(s.from_host_bytes));
   return o;
+}
+
+Napi::Value TrimMemoryJs(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int device = GetDevice(env, "trimMemory", info[0], "device");
+  CheckCuda(env, "trimMemory", trim_memory(device));
+  return env.Undefined();
 }
 
 }  // namespace
@@ -689,6 +748,7 @@ void RegisterCore(Napi::Env env, Napi::Object exports) {
   exports.Set("cudaDeviceInfo", Napi::Function::New(env, CudaDeviceInfoJs, "cudaDeviceInfo"));
   exports.Set("alloc", Napi::Function::New(env, Alloc, "alloc"));
   exports.Set("wrapPointer", Napi::Function::New(env, WrapPointer, "wrapPointer"));
+  exports.Set("wrapHost", Napi::Function::New(env, WrapHost, "wrapHost"));
   exports.Set("copyFromHost", Napi::Function::New(env, CopyFromHost, "copyFromHost"));
   exports.Set("copyToHost", Napi::Function::New(env, CopyToHost, "copyToHost"));
   exports.Set("copyToHostAsync", Napi::Function::New(env, CopyToHostAsync, "copyToHostAsync"));
@@ -699,6 +759,7 @@ void RegisterCore(Napi::Env env, Napi::Object exports) {
   exports.Set("streamSynchronize", Napi::Function::New(env, StreamSynchronize, "streamSynchronize"));
   exports.Set("deviceSynchronize", Napi::Function::New(env, DeviceSynchronize, "deviceSynchronize"));
   exports.Set("memoryStats", Napi::Function::New(env, MemoryStatsJs, "memoryStats"));
+  exports.Set("trimMemory", Napi::Function::New(env, TrimMemoryJs, "trimMemory"));
 }
 
 }  // namespace kvsift

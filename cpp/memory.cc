@@ -16,6 +16,7 @@ namespace {
 constexpr int kMaxDevices = 64;
 struct Counters {
   std::atomic<int64_t> buffers{0}, bytes{0}, peak{0};
+  std::atomic<int64_t> to_host{0}, from_host{0};
 };
 Counters g_counters[kMaxDevices + 1];  // slot 0 = CPU, slot d+1 = cuda:d
 
@@ -133,6 +134,20 @@ class HostCache {
     return TryAlloc(bytes);
   }
 
+  size_t CachedBytes() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return cached_;
+  }
+  void Trim() {
+    std::lock_guard<std::mutex> lock(mu_);
+    for (auto& [size, p] : free_) {
+      capacity_.erase(p);
+      std::free(p);
+    }
+    free_.clear();
+    cached_ = 0;
+  }
+
   void Free(void* p) {
     {
       std::lock_guard<std::mutex> lock(mu_);
@@ -164,15 +179,6 @@ class HostCache {
   }
 
  public:
-  void Trim() {
-    std::lock_guard<std::mutex> lock(mu_);
-    for (auto& [size, p] : free_) {
-      capacity_.erase(p);
-      std::free(p);
-    }
-    free_.clear();
-    cached_ = 0;
-  }
   // Trim, and keep nothing that comes back until the next allocation (the last environment went).
   void Release() {
     Trim();
@@ -323,7 +329,45 @@ MemoryStats memory_stats(int device) {
   s.live_buffers = c.buffers.load();
   s.live_bytes = c.bytes.load();
   s.peak_bytes = c.peak.load();
+  s.to_host_bytes = c.to_host.load();
+  s.from_host_bytes = c.from_host.load();
+  if (device < 0) {
+    s.cached_bytes = static_cast<int64_t>(host_cache().CachedBytes());
+  } else {
+#if defined(KVSIFT_WITH_CUDA) && !defined(KVSIFT_CUDA_EMULATED)  // the emulator has no pool attributes
+    cudaMemPool_t pool;
+    uint64_t reserved = 0, used = 0;
+    if (cudaDeviceGetDefaultMemPool(&pool, device) == cudaSuccess &&
+        cudaMemPoolGetAttribute(pool, cudaMemPoolAttrReservedMemCurrent, &reserved) == cudaSuccess &&
+        cudaMemPoolGetAttribute(pool, cudaMemPoolAttrUsedMemCurrent, &used) == cudaSuccess && reserved >= used) {
+      s.cached_bytes = static_cast<int64_t>(reserved - used);
+    }
+    cudaGetLastError();
+#endif
+  }
   return s;
+}
+
+int trim_memory(int device) {
+  if (device < 0) {
+    host_cache().Trim();
+    return 0;
+  }
+#ifdef KVSIFT_WITH_CUDA
+  DeviceGuard guard(device);
+  if (guard.error()) return guard.error();
+  cudaMemPool_t pool;
+  cudaError_t err = cudaDeviceGetDefaultMemPool(&pool, device);
+  if (err == cudaSuccess) err = cudaMemPoolTrimTo(pool, 0);
+  return err;
+#else
+  return 100;  // cudaErrorNoDevice
+#endif
+}
+
+void note_transfer(int device, bool to_host, int64_t bytes) {
+  Counters& c = counters_for(device);
+  (to_host ? c.to_host : c.from_host).fetch_add(bytes);
 }
 
 void memory_stats_reset_peak(int device) {

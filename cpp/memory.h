@@ -42,9 +42,22 @@ struct MemoryStats {
   int64_t live_buffers = 0;
   int64_t live_bytes = 0;
   int64_t peak_bytes = 0;
+  // Freed blocks the allocator keeps for reuse: the host cache (CPU) or the stream-ordered pool's
+  // reserved-but-unused bytes (CUDA). trim_memory gives them back.
+  int64_t cached_bytes = 0;
+  // Bytes copied out of this device's tensors into JS memory (toArray and friends, and device ->
+  // CPU tensor copies for CUDA), and into them from JS memory: an engine can check that a loop
+  // keeps its cache on the device.
+  int64_t to_host_bytes = 0;
+  int64_t from_host_bytes = 0;
 };
 // Owned buffers only (wrapped foreign memory is not counted).
 MemoryStats memory_stats(int device);
 void memory_stats_reset_peak(int device);
+// Releases the cached blocks of memory_stats's cached_bytes (CUDA: cudaMemPoolTrimTo(pool, 0),
+// which keeps blocks still in use by pending stream-ordered work). Returns 0 or a CUDA error.
+int trim_memory(int device);
+// Counted by the copies in cpp/core.cc.
+void note_transfer(int device, bool to_host, int64_t bytes);
 
 }  // namespace kvsift

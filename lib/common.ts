@@ -37,15 +37,52 @@ export function layoutCode(op: string, layout: unknown): { layout: Layout; code:
   return { layout: l, code: l === 'bhsd' ? 0 : 1 };
 }
 
-/** A live 4-D tensor with a float dtype; its logical [B, H, S, D] under the layout. */
-export function check4d(op: string, name: string, value: unknown, layout: Layout, dtypes: readonly DType[] = ['f32', 'f16', 'bf16']): { t: Tensor; dims: Dims4 } {
+/** More KV heads than any model has: a 'bhsd' tensor with this many heads and fewer tokens is a 'bshd' one misread. */
+export const MAX_PLAUSIBLE_HEADS = 256;
+
+/**
+ * A live 4-D tensor with a float dtype; its logical [B, H, S, D] under the layout. When the
+ * layout was not given (`layoutExplicit` false) and the default 'bhsd' reading finds more than
+ * MAX_PLAUSIBLE_HEADS heads and fewer tokens than heads, the tensor is almost surely a 'bshd'
+ * cache: that is refused with a hint instead of silently selecting heads instead of tokens.
+ */
+export function check4d(op: string, name: string, value: unknown, layout: Layout, dtypes: readonly DType[] = ['f32', 'f16', 'bf16'], layoutExplicit = true): { t: Tensor; dims: Dims4 } {
   const t = checkTensor(op, name, value);
   if (t.shape.length !== 4) {
     throw invalidText(op, name, `a 4-D tensor ${layout === 'bhsd' ? '[B, H, N, D]' : '[B, N, H, D]'}`, `shape [${t.shape.join(', ')}]`);
   }
   if (!dtypes.includes(t.dtype)) throw invalidText(op, `${name}.dtype`, dtypes.map((d) => `'${d}'`).join(' | '), `'${t.dtype}'`);
   const [a, b, c, d] = t.shape;
+  if (!layoutExplicit && layout === 'bhsd' && b > MAX_PLAUSIBLE_HEADS && c < b) {
+    throw invalidText(
+      op,
+      name,
+      `[B, H, N, D] with at most ${MAX_PLAUSIBLE_HEADS} heads (layout 'bhsd', the default)`,
+      `shape [${t.shape.join(', ')}]: ${b} heads of ${c} tokens (did you mean layout: 'bshd'?)`,
+    );
+  }
   return { t, dims: layout === 'bhsd' ? { B: a, H: b, S: c, D: d } : { B: a, H: c, S: b, D: d } };
+}
+
+/**
+ * Runs an op's shape checks under its layout; when they fail with ERR_INVALID_ARG but would pass
+ * under the other layout (the head and token axes swapped), the error gains the hint
+ * "(did you mean layout: '<other>'?)". `check` must have no side effects.
+ */
+export function withLayoutHint<T>(layout: Layout, check: (layout: Layout) => T): T {
+  try {
+    return check(layout);
+  } catch (e) {
+    if (!(e instanceof KvsiftError) || e.code !== 'ERR_INVALID_ARG' || e.message.includes('did you mean layout')) throw e;
+    const other: Layout = layout === 'bhsd' ? 'bshd' : 'bhsd';
+    try {
+      check(other);
+    } catch {
+      throw e;
+    }
+    e.message += ` (did you mean layout: '${other}'?)`;
+    throw e;
+  }
 }
 
 /** The shape of a [B, H, S, D] tensor stored in a layout. */
@@ -126,13 +163,13 @@ export class Scope {
   private readonly temps: Tensor[] = [];
   private readonly kept = new Set<Tensor>();
   constructor(readonly device: number, readonly stream: bigint | undefined) {}
-  alloc(shape: number[], dtype: DType): Tensor {
+  alloc<D extends DType>(shape: number[], dtype: D): Tensor<D> {
     const t = Tensor._alloc(shape, dtype, this.device, this.stream);
     this.temps.push(t);
     return t;
   }
   /** Allocates a tensor that survives the scope (an output). */
-  output(shape: number[], dtype: DType): Tensor {
+  output<D extends DType>(shape: number[], dtype: D): Tensor<D> {
     const t = this.alloc(shape, dtype);
     this.kept.add(t);
     return t;

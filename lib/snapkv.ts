@@ -1,21 +1,9 @@
 /**
- * SnapKV (arXiv 2404.14469; ALGORITHMS.md §1): the last W queries of the prompt vote for the
- * prefix keys they attend to; the top-voted keys and the window are kept.
+ * SnapKV (arXiv 2404.14469; docs/ALGORITHMS.md, "SnapKV"): the last W queries of the prompt vote
+ * for the prefix keys they attend to; the top-voted keys and the window are kept.
  */
 import { native } from './native';
-import {
-  arange,
-  check4d,
-  checkCapacity,
-  checkLengths,
-  layoutCode,
-  opStream,
-  sameDevice,
-  shape4,
-  withScope,
-  type LayoutOptions,
-  type OpOptions,
-} from './common';
+import { arange, check4d, checkCapacity, checkLengths, layoutCode, opStream, sameDevice, shape4, withLayoutHint, withScope, type Layout, type LayoutOptions, type OpOptions, type Scope } from './common';
 import type { Compacted } from './select';
 import { checkTensor, Tensor } from './tensor';
 import { checkInt, checkOneOf, checkOptions, invalidText } from './validate';
@@ -56,9 +44,15 @@ interface ScoresArgs {
 }
 
 function checkScoresArgs(op: string, queries: unknown, keys: unknown, opts: ScoresOptions): ScoresArgs {
-  const { layout, code } = layoutCode(op, opts.layout);
-  const { t: q, dims: qd } = check4d(op, 'queries', queries, layout);
-  const { t: k, dims: kd } = check4d(op, 'keys', keys, layout);
+  const { layout } = layoutCode(op, opts.layout);
+  return withLayoutHint(layout, (l) => checkScoresArgsAs(op, queries, keys, opts, l));
+}
+
+function checkScoresArgsAs(op: string, queries: unknown, keys: unknown, opts: ScoresOptions, layout: Layout): ScoresArgs {
+  const code = layout === 'bhsd' ? 0 : 1;
+  const explicit = opts.layout !== undefined;
+  const { t: q, dims: qd } = check4d(op, 'queries', queries, layout, undefined, explicit);
+  const { t: k, dims: kd } = check4d(op, 'keys', keys, layout, undefined, explicit);
   const device = sameDevice(op, [q, k]);
   if (q.dtype !== k.dtype) throw invalidText(op, 'queries.dtype', `the keys' dtype '${k.dtype}'`, `'${q.dtype}'`);
   if (qd.B !== kd.B) throw invalidText(op, 'queries', `batch ${kd.B} (the keys')`, `${qd.B}`);
@@ -93,7 +87,7 @@ function checkScoresArgs(op: string, queries: unknown, keys: unknown, opts: Scor
  *   short row's prefix (seqLens[b] - W) are 0.
  * @example
  * ```ts
- * const votes = snapkv.scores(q.slice, keys, { window: 32 }); // [1, 8, N - 32]
+ * const votes = snapkv.scores(windowQueries, keys, { window: 32 }); // queries [1, 32, 32, 128] -> [1, 8, N - 32]
  * ```
  */
 export function scores(queries: Tensor, keys: Tensor, options?: ScoresOptions): Tensor {
@@ -148,7 +142,7 @@ export function pool(votes: Tensor, options: PoolOptions): Tensor {
   });
 }
 
-export interface CompressOptions extends ScoresOptions {
+export interface SelectOptions extends ScoresOptions {
   /** Observation window W (required here). */
   window: number;
   /** Tokens kept per head: the top capacity - W prefix tokens, then the window. */
@@ -159,32 +153,17 @@ export interface CompressOptions extends ScoresOptions {
   pooling?: PoolKind;
 }
 
-/**
- * The whole SnapKV pipeline on the device, with no host synchronization: votes, pooling, top
- * capacity - W selection (positions ascending, ties to the lower position), the window appended,
- * and K and V gathered into a compact cache.
- *
- * When every row has N <= capacity tokens nothing is dropped: the result is a copy with positions
- * 0..N-1. With seqLens, every row must hold at least `capacity` real tokens.
- *
- * @returns keys/values [B, H, capacity, D] in the input layout (H = Hkv, or Hq with groupReduce
- *   'none'), positions i32 [B, H, capacity] (original positions, for RoPE position ids).
- * @example
- * ```ts
- * const { keys, values, positions } = snapkv.compress(qWindow, k, v, { window: 32, capacity: 2048 });
- * ```
- */
-export function compress(queries: Tensor, keys: Tensor, values: Tensor, options: CompressOptions): Compacted {
-  const op = 'snapkv.compress';
-  const opts = checkOptions(op, options) as unknown as CompressOptions;
-  if (opts.window === undefined) throw invalidText(op, 'options.window', 'an integer >= 1', 'undefined');
-  const a = checkScoresArgs(op, queries, keys, opts);
-  const { layout } = layoutCode(op, opts.layout);
-  const { t: v, dims: vd } = check4d(op, 'values', values, layout, ['f32', 'f16', 'bf16']);
-  sameDevice(op, [a.k, v]);
-  if (vd.B !== a.B || vd.H !== a.Hkv || vd.S !== a.N) {
-    throw invalidText(op, 'values', `a cache with the keys' [B, H, N] = [${a.B}, ${a.Hkv}, ${a.N}]`, `[${vd.B}, ${vd.H}, ${vd.S}]`);
-  }
+/** @deprecated the same options as {@link SelectOptions}. */
+export type CompressOptions = SelectOptions;
+
+interface Selection {
+  positions: Tensor<'i32'>;
+  hout: number;
+  group: number;
+}
+
+/** Checks compress/select options and returns the kept positions (inside `scope`). */
+function selectInScope(op: string, a: ScoresArgs, opts: SelectOptions, scope: Scope): Selection {
   const capacity = checkCapacity(op, opts.capacity);
   if (capacity < a.W) throw invalidText(op, 'options.capacity', `at least the window (${a.W})`, `${capacity}`);
   const kernel = opts.kernel === undefined ? 7 : checkInt(op, 'options.kernel', opts.kernel, 1, 1 << 20);
@@ -193,7 +172,8 @@ export function compress(queries: Tensor, keys: Tensor, values: Tensor, options:
   const hout = a.groupReduce === 'none' ? a.Hq : a.Hkv;
   const group = hout / a.Hkv;
   const lens = a.seqLens;
-  const allShort = lens === undefined ? a.N <= capacity : lens.every((l) => l <= capacity) && a.N <= capacity;
+  // capacity >= N: nothing to drop (the meaning every op shares; see docs/API.md)
+  const allShort = a.N <= capacity;
   if (lens !== undefined && !allShort) {
     for (let b = 0; b < lens.length; b++) {
       if (lens[b] < capacity) {
@@ -201,26 +181,77 @@ export function compress(queries: Tensor, keys: Tensor, values: Tensor, options:
       }
     }
   }
+  if (allShort) {
+    // nothing to drop: every token, in order
+    const tiled = scope.output([a.B, hout, a.N], 'i32');
+    const host = new Int32Array(a.B * hout * a.N);
+    for (let r = 0; r < a.B * hout; r++) host.set(arange(a.N), r * a.N);
+    native.copyFromHost(tiled._buffer, 0, host, a.stream);
+    return { positions: tiled, hout, group };
+  }
+  const votes = scope.alloc([a.B, hout, a.N - a.W], 'f32');
+  native.snapkvScores(a.q, a.k, votes, { window: a.W, groupReduce: GROUP_REDUCE[a.groupReduce], layout: a.layoutCode, seqLens: lens, lse: a.lse }, a.stream);
+  const prefixLens = lens === undefined ? undefined : lens.map((l) => l - a.W);
+  const pooled = scope.alloc([a.B, hout, a.N - a.W], 'f32');
+  native.pool1d(votes, pooled, { kernel, kind: pooling === 'avg' ? 0 : 1, lengths: prefixLens }, a.stream);
+  const positions = scope.output([a.B, hout, capacity], 'i32');
+  const select = capacity - a.W;
+  if (select > 0) native.topk(pooled, positions, { k: select, order: 0, outRowStride: capacity, lengths: prefixLens }, a.stream);
+  native.fillWindow(positions, { window: a.W, n: a.N, rowStride: capacity, rowsPerBatch: hout, seqLens: lens }, a.stream);
+  return { positions, hout, group };
+}
+
+/**
+ * SnapKV's selection alone: the positions `compress` would keep, without gathering K and V. With
+ * a {@link KvCache}, pass its storage and lengths and retain the result in place.
+ *
+ * capacity >= N (the keys' token count) keeps every token: positions 0..N-1. Otherwise every row
+ * must hold at least `capacity` real tokens (seqLens).
+ *
+ * @returns i32 [B, H, capacity] (H = Hkv, or Hq with groupReduce 'none'), ascending
+ * @example
+ * ```ts
+ * const keep = snapkv.select(window, cache.keys, { window: 32, capacity: 1024, seqLens: cache.lengths });
+ * cache.retain(keep);
+ * ```
+ */
+export function select(queries: Tensor, keys: Tensor, options: SelectOptions): Tensor<'i32'> {
+  const op = 'snapkv.select';
+  const opts = checkOptions(op, options) as unknown as SelectOptions;
+  if (opts.window === undefined) throw invalidText(op, 'options.window', 'an integer >= 1', 'undefined');
+  const a = checkScoresArgs(op, queries, keys, opts);
+  return withScope(a.device, a.stream, (scope) => selectInScope(op, a, opts, scope).positions);
+}
+
+/**
+ * The whole SnapKV pipeline on the device, with no host synchronization: votes, pooling, top
+ * capacity - W selection (positions ascending, ties to the lower position), the window appended,
+ * and K and V gathered into a compact cache.
+ *
+ * When N <= capacity nothing is dropped: the result is a copy with positions 0..N-1 (the meaning
+ * of capacity >= N for every op). Otherwise, with seqLens, every row must hold at least
+ * `capacity` real tokens.
+ *
+ * @returns keys/values [B, H, capacity, D] in the input layout (H = Hkv, or Hq with groupReduce
+ *   'none'), positions i32 [B, H, capacity] (original positions, for RoPE position ids).
+ * @example
+ * ```ts
+ * const { keys, values, positions } = snapkv.compress(qWindow, k, v, { window: 32, capacity: 2048 });
+ * ```
+ */
+export function compress(queries: Tensor, keys: Tensor, values: Tensor, options: SelectOptions): Compacted {
+  const op = 'snapkv.compress';
+  const opts = checkOptions(op, options) as unknown as SelectOptions;
+  if (opts.window === undefined) throw invalidText(op, 'options.window', 'an integer >= 1', 'undefined');
+  const a = checkScoresArgs(op, queries, keys, opts);
+  const { layout } = layoutCode(op, opts.layout);
+  const { t: v, dims: vd } = check4d(op, 'values', values, layout, ['f32', 'f16', 'bf16']);
+  sameDevice(op, [a.k, v]);
+  if (vd.B !== a.B || vd.H !== a.Hkv || vd.S !== a.N) {
+    throw invalidText(op, 'values', `a cache with the keys' [B, H, N] = [${a.B}, ${a.Hkv}, ${a.N}]`, `[${vd.B}, ${vd.H}, ${vd.S}]`);
+  }
   return withScope(a.device, a.stream, (scope) => {
-    let positions: Tensor;
-    if (allShort) {
-      // nothing to drop: every token, in order
-      const tiled = scope.output([a.B, hout, a.N], 'i32');
-      const host = new Int32Array(a.B * hout * a.N);
-      for (let r = 0; r < a.B * hout; r++) host.set(arange(a.N), r * a.N);
-      native.copyFromHost(tiled._buffer, 0, host, a.stream);
-      positions = tiled;
-    } else {
-      const votes = scope.alloc([a.B, hout, a.N - a.W], 'f32');
-      native.snapkvScores(a.q, a.k, votes, { window: a.W, groupReduce: GROUP_REDUCE[a.groupReduce], layout: a.layoutCode, seqLens: lens, lse: a.lse }, a.stream);
-      const prefixLens = lens === undefined ? undefined : lens.map((l) => l - a.W);
-      const pooled = scope.alloc([a.B, hout, a.N - a.W], 'f32');
-      native.pool1d(votes, pooled, { kernel, kind: pooling === 'avg' ? 0 : 1, lengths: prefixLens }, a.stream);
-      positions = scope.output([a.B, hout, capacity], 'i32');
-      const select = capacity - a.W;
-      if (select > 0) native.topk(pooled, positions, { k: select, order: 0, outRowStride: capacity, lengths: prefixLens }, a.stream);
-      native.fillWindow(positions, { window: a.W, n: a.N, rowStride: capacity, rowsPerBatch: hout, seqLens: lens }, a.stream);
-    }
+    const { positions, hout, group } = selectInScope(op, a, opts, scope);
     const K = positions.shape[2];
     const keysOut = scope.output(shape4(layout, a.B, hout, K, a.D), a.k.dtype);
     native.gather(a.k, positions, keysOut, { layout: a.layoutCode, group }, a.stream);
@@ -229,4 +260,3 @@ export function compress(queries: Tensor, keys: Tensor, values: Tensor, options:
     return { keys: keysOut, values: valuesOut, positions };
   });
 }
-

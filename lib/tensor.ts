@@ -24,6 +24,18 @@ export function dtypeBytes(dtype: DType): number {
 
 /** What {@link Tensor.toArray} returns for each dtype (f16/bf16 are widened, exactly). */
 export type ArrayFor<D extends DType> = D extends 'i32' ? Int32Array : D extends 'u8' ? Uint8Array : Float32Array;
+/** What {@link Tensor.toRawArray} returns for each dtype (f16/bf16 as their stored bits). */
+export type RawArrayFor<D extends DType> = D extends 'f16' | 'bf16' ? Uint16Array : ArrayFor<D>;
+
+/** Host memory {@link Tensor.fromHostArray} can share. */
+export type HostArray = ArrayBuffer | Float32Array | Uint16Array | Int32Array | Uint8Array;
+
+export interface TensorHostArrayOptions<D extends DType = DType> {
+  /** Default: [number of elements]. */
+  shape?: readonly number[];
+  /** Default: from the array (Float32Array 'f32', Int32Array 'i32', Uint8Array 'u8'); required for Uint16Array and ArrayBuffer. */
+  dtype?: D;
+}
 
 export type TensorData = Float32Array | Uint16Array | Int32Array | Uint8Array | readonly number[];
 
@@ -60,9 +72,9 @@ export function checkDType(op: string, name: string, dtype: unknown): DType {
  * t.dispose();
  * ```
  */
-export class Tensor {
+export class Tensor<D extends DType = DType> {
   readonly shape: readonly number[];
-  readonly dtype: DType;
+  readonly dtype: D;
   readonly device: Device;
   /** @internal the native buffer; read by the binding */
   readonly _buffer: DeviceBuffer;
@@ -71,9 +83,11 @@ export class Tensor {
   /** @internal */
   readonly _deviceIndex: number;
   private _disposed = false;
+  /** @internal a view shares its base's buffer and never frees it (see {@link Tensor.view}) */
+  readonly _isView: boolean = false;
 
   /** @internal use Tensor.from / Tensor.empty / Tensor.fromDevicePointer */
-  constructor(buffer: DeviceBuffer, shape: readonly number[], dtype: DType) {
+  constructor(buffer: DeviceBuffer, shape: readonly number[], dtype: D, isView = false) {
     // Cheap, and catches any path that would hand out a tensor no op could use (a shape with
     // negative or fractional dimensions, or one larger than its buffer).
     const dims = Array.from(shape);
@@ -87,6 +101,7 @@ export class Tensor {
     }
     this._buffer = buffer;
     this.shape = Object.freeze(dims);
+    this._isView = isView;
     this.dtype = dtype;
     this._dtypeCode = DTYPE_CODE[dtype];
     this._deviceIndex = buffer.device;
@@ -102,7 +117,12 @@ export class Tensor {
    * const k = Tensor.from(keysF32, { shape: [1, 8, n, 128], dtype: 'bf16', device: 'cuda:0' });
    * ```
    */
-  static from(data: TensorData, options?: TensorFromOptions): Tensor {
+  static from(data: Int32Array, options?: TensorFromOptions & { dtype?: 'i32' }): Tensor<'i32'>;
+  static from(data: Uint8Array, options?: TensorFromOptions & { dtype?: 'u8' }): Tensor<'u8'>;
+  static from<D extends 'f16' | 'bf16'>(data: Uint16Array, options: TensorFromOptions & { dtype: D }): Tensor<D>;
+  static from<D extends DType = 'f32'>(data: Float32Array | readonly number[], options?: TensorFromOptions & { dtype?: D }): Tensor<D>;
+  static from<D extends DType = DType>(data: TensorData, options?: TensorFromOptions & { dtype?: D }): Tensor<D>;
+  static from<D extends DType = DType>(data: TensorData, options?: TensorFromOptions & { dtype?: D }): Tensor<D> {
     const op = 'Tensor.from';
     // Every piece of user code (option getters, a Proxy's traps) runs first, once; the data is
     // read after it, and its real length (not what an object claims) is checked again natively.
@@ -132,7 +152,7 @@ export class Tensor {
       throw new KvsiftError(`${op}: out of host memory converting ${length} elements (${e.message})`, 'ERR_OUT_OF_MEMORY');
     }
     const bytes = numel * DTYPE_BYTES[dtype];
-    const t = Tensor._alloc(shape, dtype, device, stream);
+    const t = Tensor._alloc(shape, dtype as D, device, stream);
     try {
       native.copyFromHost(t._buffer, 0, host, stream, bytes);
     } catch (e) {
@@ -150,13 +170,13 @@ export class Tensor {
    * const out = Tensor.empty([1, 8, 2048, 128], 'bf16', 'cuda:0');
    * ```
    */
-  static empty(shape: readonly number[], dtype: DType = 'f32', device: Device = defaultDevice(), options?: { stream?: Stream }): Tensor {
+  static empty<D extends DType = 'f32'>(shape: readonly number[], dtype: D = 'f32' as D, device: Device = defaultDevice(), options?: { stream?: Stream }): Tensor<D> {
     const op = 'Tensor.empty';
     const dt = checkDType(op, 'dtype', dtype);
     const s = checkShape(op, 'shape', shape, DTYPE_BYTES[dt]);
     const index = deviceIndex(op, 'device', device);
     const opts = checkOptions(op, options) as { stream?: Stream };
-    return Tensor._alloc(s, dt, index, streamHandle(op, opts.stream, index));
+    return Tensor._alloc(s, dt as D, index, streamHandle(op, opts.stream, index));
   }
 
   /**
@@ -167,7 +187,7 @@ export class Tensor {
    * const scores = Tensor.zeros([1, 8, 4096], 'f32', 'cuda:0'); // for keyformer.accumulate
    * ```
    */
-  static zeros(shape: readonly number[], dtype: DType = 'f32', device: Device = defaultDevice(), options?: { stream?: Stream }): Tensor {
+  static zeros<D extends DType = 'f32'>(shape: readonly number[], dtype: D = 'f32' as D, device: Device = defaultDevice(), options?: { stream?: Stream }): Tensor<D> {
     const opts = checkOptions('Tensor.zeros', options) as { stream?: Stream };
     const t = Tensor.empty(shape, dtype, device, opts);
     try {
@@ -193,7 +213,7 @@ export class Tensor {
    * const k = Tensor.fromDevicePointer(kCachePtr, { shape: [1, 8, n, 128], dtype: 'bf16', device: 'cuda:0' });
    * ```
    */
-  static fromDevicePointer(ptr: bigint, options: TensorPointerOptions): Tensor {
+  static fromDevicePointer<D extends DType = DType>(ptr: bigint, options: TensorPointerOptions & { dtype: D }): Tensor<D> {
     const op = 'Tensor.fromDevicePointer';
     if (typeof ptr !== 'bigint') throw invalid(op, 'ptr', 'a device pointer as a bigint', ptr);
     if (ptr === 0n) throw invalid(op, 'ptr', 'a non-null device pointer', ptr);
@@ -207,13 +227,98 @@ export class Tensor {
       throw invalid(op, 'ptr', `an address aligned to ${DTYPE_BYTES[dtype]} bytes (the size of ${dtype})`, ptr);
     }
     if (ptr + BigInt(bytes) > 1n << 64n) throw invalid(op, 'ptr', `an address with ${bytes} bytes below 2^64`, ptr);
-    return new Tensor(native.wrapPointer(ptr, bytes, device, DTYPE_BYTES[dtype]), shape, dtype);
+    return new Tensor(native.wrapPointer(ptr, bytes, device, DTYPE_BYTES[dtype]), shape, dtype as D);
+  }
+
+  /**
+   * A CPU tensor over host memory the engine owns (a TypedArray or ArrayBuffer, as
+   * transformers.js and onnxruntime hand over past_key_values), without copying: writes through
+   * either side are seen by the other.
+   *
+   * Lifetime: the tensor holds the ArrayBuffer alive until it is disposed (or collected). Its
+   * address is re-read before every use, so if the engine detaches the buffer (transfers it,
+   * `structuredClone(..., { transfer })`) or resizes it below the tensor's bytes, every later use
+   * throws ERR_DISPOSED and nothing is read. The array must be backed by an ArrayBuffer (not a
+   * SharedArrayBuffer) and sized exactly for the shape.
+   *
+   * @example
+   * ```ts
+   * const past = new Float32Array(1 * 8 * 128 * 64);           // the engine's buffer
+   * const k = Tensor.fromHostArray(past, { shape: [1, 8, 128, 64] });
+   * past[0] = 1;                                               // k sees it
+   * const norms = l2.norms(k);                                 // runs on the engine's memory
+   * ```
+   */
+  static fromHostArray(array: Int32Array, options?: TensorHostArrayOptions<'i32'>): Tensor<'i32'>;
+  static fromHostArray<D extends DType = 'f32'>(array: Float32Array, options?: TensorHostArrayOptions<D>): Tensor<D>;
+  static fromHostArray<D extends 'f16' | 'bf16'>(array: Uint16Array, options: TensorHostArrayOptions<D> & { dtype: D }): Tensor<D>;
+  static fromHostArray<D extends DType = 'u8'>(array: Uint8Array, options?: TensorHostArrayOptions<D>): Tensor<D>;
+  static fromHostArray<D extends DType>(array: ArrayBuffer, options: TensorHostArrayOptions<D> & { dtype: D }): Tensor<D>;
+  static fromHostArray<D extends DType = DType>(array: HostArray, options?: TensorHostArrayOptions<D>): Tensor<D>;
+  static fromHostArray<D extends DType = DType>(array: HostArray, options?: TensorHostArrayOptions<D>): Tensor<D> {
+    const op = 'Tensor.fromHostArray';
+    const opts = checkOptions(op, options) as TensorHostArrayOptions<D>;
+    const isBuffer = array instanceof ArrayBuffer;
+    if (!isBuffer && !(array instanceof Float32Array || array instanceof Uint16Array || array instanceof Int32Array || array instanceof Uint8Array)) {
+      throw invalid(op, 'array', 'an ArrayBuffer, Float32Array, Uint16Array, Int32Array or Uint8Array', array);
+    }
+    if (!isBuffer && !(array.buffer instanceof ArrayBuffer)) {
+      throw invalid(op, 'array', 'a TypedArray over an ArrayBuffer (not a SharedArrayBuffer)', array);
+    }
+    let dtype: DType;
+    if (opts.dtype !== undefined) dtype = checkDType(op, 'options.dtype', opts.dtype);
+    else if (array instanceof Float32Array) dtype = 'f32';
+    else if (array instanceof Int32Array) dtype = 'i32';
+    else if (array instanceof Uint8Array) dtype = 'u8';
+    else throw invalid(op, 'options.dtype', `a dtype for ${isBuffer ? 'an ArrayBuffer' : 'a Uint16Array'}`, undefined);
+    const es = DTYPE_BYTES[dtype];
+    const byteLength = array.byteLength;
+    const natural: Record<string, number> = { Float32Array: 4, Int32Array: 4, Uint16Array: 2, Uint8Array: 1 };
+    if (!isBuffer && array.constructor.name !== 'Uint8Array' && natural[array.constructor.name] !== es) {
+      throw invalid(op, 'options.dtype', `a dtype of ${natural[array.constructor.name]}-byte elements for ${array.constructor.name}`, dtype);
+    }
+    if (!isBuffer && array.byteOffset % es !== 0) throw invalidText(op, 'array', `a byteOffset that is a multiple of ${es}`, `${array.byteOffset}`);
+    if (byteLength % es !== 0) throw invalidText(op, 'array', `a byte length that is a multiple of ${es}`, `${byteLength}`);
+    const shape = opts.shape === undefined ? [byteLength / es] : checkShape(op, 'options.shape', opts.shape, es);
+    const bytes = shape.reduce((a, b) => a * b, 1) * es;
+    if (bytes !== byteLength) throw invalidText(op, 'array', `${bytes} bytes for shape [${shape.join(', ')}] of ${dtype}`, `${byteLength} bytes`);
+    return new Tensor(native.wrapHost(array, bytes), shape, dtype as D);
   }
 
   /** @internal allocation for ops: stream-ordered on CUDA, from the device's caching pool. */
-  static _alloc(shape: readonly number[], dtype: DType, device: number, stream?: bigint): Tensor {
+  static _alloc<D extends DType>(shape: readonly number[], dtype: D, device: number, stream?: bigint): Tensor<D> {
     const bytes = shape.reduce((a, b) => a * b, 1) * DTYPE_BYTES[dtype];
     return new Tensor(native.alloc(device, bytes, stream), shape, dtype);
+  }
+
+  /**
+   * The same memory under another shape of the same element count (no copy; `devicePointer` is
+   * the base's). Views share their base's storage without owning it: disposing a view only ends
+   * that view, and disposing the base frees the memory, after which every view throws
+   * ERR_DISPOSED (a view never reads freed memory). A forgotten base is not collected while a
+   * view of it is alive.
+   *
+   * @example
+   * ```ts
+   * const flat = Tensor.zeros([2, 3, 4], 'f32', 'cpu');
+   * const rows = flat.view([6, 4]);   // same bytes
+   * flat.dispose();                   // rows.toArray() now throws ERR_DISPOSED
+   * ```
+   */
+  view(shape: readonly number[]): Tensor<D> {
+    const op = 'Tensor.view';
+    this._check('view');
+    const s = checkShape(op, 'shape', shape, DTYPE_BYTES[this.dtype]);
+    const numel = s.reduce((a, b) => a * b, 1);
+    if (numel !== this.numel) {
+      throw invalidText(op, 'shape', `${this.numel} elements (the tensor's [${this.shape.join(', ')}])`, `[${s.join(', ')}] (${numel} elements)`);
+    }
+    return new Tensor(this._buffer, s, this.dtype, true);
+  }
+
+  /** True for a tensor made by {@link Tensor.view}. */
+  get isView(): boolean {
+    return this._isView;
   }
 
   /** Number of elements. */
@@ -232,8 +337,9 @@ export class Tensor {
     return this._buffer.ptr;
   }
 
+  /** True once this tensor (or, for a view, its base) was disposed. */
   get disposed(): boolean {
-    return this._disposed;
+    return this._disposed || this._buffer.freed;
   }
 
   /**
@@ -245,12 +351,12 @@ export class Tensor {
    * const positions = kept.positions.toArray(); // Int32Array
    * ```
    */
-  toArray(options?: { stream?: Stream }): Float32Array | Int32Array | Uint8Array {
+  toArray(options?: { stream?: Stream }): ArrayFor<D> {
     this._check('toArray');
     const stream = streamHandle('toArray', checkOptions('toArray', options).stream, this._deviceIndex);
     const raw = rawArrayFor('toArray', this.dtype, this.numel);
     native.copyToHost(this._buffer, 0, raw, stream);
-    return widen('toArray', raw, this.dtype);
+    return widen('toArray', raw, this.dtype) as ArrayFor<D>;
   }
 
   /**
@@ -265,11 +371,11 @@ export class Tensor {
    * const votes = await scores.toArrayAsync();
    * ```
    */
-  async toArrayAsync(options?: { stream?: Stream }): Promise<Float32Array | Int32Array | Uint8Array> {
+  async toArrayAsync(options?: { stream?: Stream }): Promise<ArrayFor<D>> {
     this._check('toArrayAsync');
     const stream = streamHandle('toArrayAsync', checkOptions('toArrayAsync', options).stream, this._deviceIndex);
     const ab = await native.copyToHostAsync(this._buffer, 0, this.byteLength, stream);
-    return widen('toArrayAsync', rawView(this.dtype, ab), this.dtype);
+    return widen('toArrayAsync', rawView(this.dtype, ab), this.dtype) as ArrayFor<D>;
   }
 
   /**
@@ -280,12 +386,12 @@ export class Tensor {
    * const bits = Tensor.from(new Uint16Array([0x3c00]), { dtype: 'f16', device: 'cpu' }).toRawArray();
    * ```
    */
-  toRawArray(options?: { stream?: Stream }): Float32Array | Uint16Array | Int32Array | Uint8Array {
+  toRawArray(options?: { stream?: Stream }): RawArrayFor<D> {
     this._check('toRawArray');
     const stream = streamHandle('toRawArray', checkOptions('toRawArray', options).stream, this._deviceIndex);
     const raw = rawArrayFor('toRawArray', this.dtype, this.numel);
     native.copyToHost(this._buffer, 0, raw, stream);
-    return raw;
+    return raw as RawArrayFor<D>;
   }
 
   /**
@@ -296,7 +402,7 @@ export class Tensor {
    * const onGpu = cpuTensor.to('cuda:0');
    * ```
    */
-  to(device: Device, options?: { stream?: Stream }): Tensor {
+  to(device: Device, options?: { stream?: Stream }): Tensor<D> {
     this._check('to');
     const target = deviceIndex('Tensor.to', 'device', device);
     const streamDevice = target >= 0 ? target : this._deviceIndex;
@@ -318,7 +424,7 @@ export class Tensor {
   dispose(): void {
     if (this._disposed) return;
     this._disposed = true;
-    this._buffer.free();
+    if (!this._isView) this._buffer.free();
   }
 
   toString(): string {
@@ -328,6 +434,7 @@ export class Tensor {
   /** @internal */
   _check(what: string): void {
     if (this._disposed) throw new KvsiftError(`Tensor is disposed (${what})`, 'ERR_DISPOSED');
+    if (this._buffer.freed) throw new KvsiftError(`Tensor is disposed (${what}): its base tensor was disposed`, 'ERR_DISPOSED');
   }
 }
 
@@ -406,32 +513,15 @@ function hostArray<C extends HostArrayCtor>(op: string, ctor: C, from: readonly 
   }
 }
 
+/** The typed array that holds a dtype's raw bits (f16/bf16: their 16-bit patterns). */
+const RAW_ARRAY = { f32: Float32Array, f16: Uint16Array, bf16: Uint16Array, i32: Int32Array, u8: Uint8Array } as const;
+
 function rawArrayFor(op: string, dtype: DType, n: number): Float32Array | Uint16Array | Int32Array | Uint8Array {
-  switch (dtype) {
-    case 'f32':
-      return hostArray(op, Float32Array, n);
-    case 'f16':
-    case 'bf16':
-      return hostArray(op, Uint16Array, n);
-    case 'i32':
-      return hostArray(op, Int32Array, n);
-    case 'u8':
-      return hostArray(op, Uint8Array, n);
-  }
+  return hostArray(op, RAW_ARRAY[dtype], n);
 }
 
 function rawView(dtype: DType, ab: ArrayBuffer): Float32Array | Uint16Array | Int32Array | Uint8Array {
-  switch (dtype) {
-    case 'f32':
-      return new Float32Array(ab);
-    case 'f16':
-    case 'bf16':
-      return new Uint16Array(ab);
-    case 'i32':
-      return new Int32Array(ab);
-    case 'u8':
-      return new Uint8Array(ab);
-  }
+  return new RAW_ARRAY[dtype](ab);
 }
 
 function widen(op: string, raw: Float32Array | Uint16Array | Int32Array | Uint8Array, dtype: DType): Float32Array | Int32Array | Uint8Array {
@@ -457,6 +547,36 @@ export interface MemoryStats {
   liveBytes: number;
   /** Highest liveBytes since start or the last reset. */
   peakBytes: number;
+  /**
+   * Freed memory the allocator keeps for reuse (not counted in liveBytes): the host caching
+   * allocator's blocks on the CPU, the stream-ordered pool's reserved but unused bytes on CUDA.
+   * {@link trimMemory} releases it.
+   */
+  cachedBytes: number;
+}
+
+export interface TransferStats {
+  /** Bytes copied from this device's tensors into JS memory so far (toArray, toArrayAsync, toRawArray; for CUDA also copies to CPU tensors). */
+  toHostBytes: number;
+  /** Bytes copied from JS memory into this device's tensors so far (Tensor.from and the small uploads some ops make, such as seqLens). */
+  fromHostBytes: number;
+}
+
+/**
+ * Bytes that crossed between JS memory and a device's tensors since the process started: an
+ * engine can check that a decode loop keeps its cache on the device (take the difference of two
+ * readings around the loop).
+ *
+ * @example
+ * ```ts
+ * const before = transferStats('cuda:0').toHostBytes;
+ * // ... the decode loop ...
+ * console.assert(transferStats('cuda:0').toHostBytes === before); // nothing came back to the host
+ * ```
+ */
+export function transferStats(device: Device = defaultDevice()): TransferStats {
+  const s = native.memoryStats(deviceIndex('transferStats', 'device', device), false);
+  return { toHostBytes: s.toHostBytes, fromHostBytes: s.fromHostBytes };
 }
 
 /**
@@ -469,5 +589,26 @@ export interface MemoryStats {
  */
 export function memoryStats(device: Device = defaultDevice(), options?: { resetPeak?: boolean }): MemoryStats {
   const s = native.memoryStats(deviceIndex('memoryStats', 'device', device), checkOptions('memoryStats', options).resetPeak === true);
-  return { liveTensors: s.liveBuffers, liveBytes: s.liveBytes, peakBytes: s.peakBytes };
+  return {
+    liveTensors: s.liveBuffers,
+    liveBytes: s.liveBytes,
+    peakBytes: s.peakBytes,
+    cachedBytes: s.cachedBytes,
+  };
+}
+
+/**
+ * Gives the allocator's cached free blocks back to the system (CPU) or the driver (CUDA): after
+ * disposing a large working set, RSS / device usage drops to what live tensors hold. Live
+ * tensors are untouched; later allocations simply miss the cache once.
+ *
+ * @example
+ * ```ts
+ * cache.dispose();
+ * trimMemory('cpu');
+ * memoryStats('cpu').cachedBytes; // 0
+ * ```
+ */
+export function trimMemory(device: Device = defaultDevice()): void {
+  native.trimMemory(deviceIndex('trimMemory', 'device', device));
 }

@@ -58,7 +58,9 @@ describe('buildInfo', () => {
     expect(Object.isFrozen(buildInfo)).toBe(true);
     expect(typeof buildInfo.cuda).toBe('boolean');
     expect(Array.isArray(buildInfo.cudaArchitectures)).toBe(true);
-    for (const a of buildInfo.cudaArchitectures) expect(a).toMatch(/^\d+(-real|-virtual)?$/);
+    // CMake architectures, or 'emulated' for the emulated device's build (docs/GPU.md)
+    for (const a of buildInfo.cudaArchitectures) expect(a).toMatch(buildInfo.cudaEmulated ? /^emulated$/ : /^\d+(-real|-virtual)?$/);
+    expect(typeof buildInfo.cudaEmulated).toBe('boolean');
     expect(typeof buildInfo.cudaUnavailableReason).toBe('string');
     expect(buildInfo.napiVersion).toBeGreaterThanOrEqual(8);
     expect(Number.isInteger(buildInfo.cpuThreads) && buildInfo.cpuThreads >= 1).toBe(true);

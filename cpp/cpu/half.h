@@ -58,6 +58,12 @@ inline uint16_t f32_to_f16(float f) {
   return static_cast<uint16_t>(sign | (abs >> 13));
 }
 
+// n f16 values widened to f32, with the CPU's hardware conversion where it has one (F16C, picked
+// at load time; cpp/cpu/half.cc). Exact, like f16_to_f32.
+void f16_to_f32_row(const uint16_t* src, float* dst, int64_t n);
+// Which path f16_to_f32_row took: "f16c" or "scalar" (for buildInfo and tests).
+const char* f16_row_path();
+
 // Load element i of a buffer of dtype F32 / F16 / BF16 as float.
 inline float load_as_f32(const void* data, int64_t i, DType t) {
   switch (t) {

@@ -7,24 +7,12 @@
 #include <limits>
 #include <vector>
 
-#include "../../common/philox.h"
 #include "cpu_ops.h"
 #include "half.h"
 #include "parallel.h"
 
 namespace kvsift::cpu {
 namespace {
-
-inline int64_t batch_len(const int32_t* lens, int64_t rows_per_batch, int64_t r, int64_t M) {
-  int64_t len = M;
-  if (lens != nullptr) len = lens[rows_per_batch > 0 ? r / rows_per_batch : 0];
-  return std::min<int64_t>(std::max<int64_t>(len, 0), M);
-}
-
-// Rows worth at least ~16k elements per chunk keep the pool's overhead negligible.
-inline int64_t grain_rows(int64_t row_elems) {
-  return std::max<int64_t>(1, 16384 / std::max<int64_t>(row_elems, 1));
-}
 
 template <typename Load>
 inline float sumsq(Load load, int64_t D) {
@@ -51,6 +39,8 @@ void l2_norms(const L2NormsParams& p) {
   const int64_t rows = static_cast<int64_t>(p.B) * p.H * p.N;
   const int64_t D = p.D;
   parallel_for(rows, grain_rows(D), [&](int64_t i0, int64_t i1) {
+    // f16 rows are widened in bulk by the hardware conversion, then summed like f32 rows
+    std::vector<float> widened(p.dtype == DType::F16 ? static_cast<size_t>(D) : 0);
     for (int64_t idx = i0; idx < i1; ++idx) {
       int64_t j = idx % p.N;
       int64_t bh = idx / p.N;
@@ -71,8 +61,9 @@ void l2_norms(const L2NormsParams& p) {
           break;
         }
         case DType::F16: {
-          const uint16_t* x = static_cast<const uint16_t*>(p.k.data) + off;
-          ss = sumsq([x](int64_t d) { return f16_to_f32(x[d]); }, D);
+          f16_to_f32_row(static_cast<const uint16_t*>(p.k.data) + off, widened.data(), D);
+          const float* x = widened.data();
+          ss = sumsq([x](int64_t d) { return x[d]; }, D);
           break;
         }
         case DType::BF16: {

@@ -132,7 +132,7 @@ function failing(): number {
     () => l2.norms(scores),
     () => l2.compress(k, v, { capacity: C, sinks: C, recent: 1 }),
     () => keyformer.accumulate(q, k, scores, { tau: 0, seed: 1, step: 1 }),
-    () => keyformer.select(scores, { capacity: N + 1, recent: 0 }),
+    () => keyformer.select(scores, { capacity: 0, recent: 0 }),
     () => h2o.accumulate(k, k, scores, { layout: 'nope' as 'bhsd' }),
     () => tova.select(q, k, { capacity: C }), // T = W, not 1
     () => streaming.select(-1, { sinks: 1, recent: 1 }),

@@ -22,8 +22,11 @@ if (isMainThread) {
   let done = 0;
   let lastProgress = Date.now();
   const watchdog = setInterval(() => {
+    // A deadlock never progresses again; loading lib/ through the TS loader alone can take several
+    // seconds on a loaded 2-core machine, so only a long silence counts, and a longer one while
+    // some worker has not reported its first progress yet.
     if (progress.some((p) => p === 0) && Date.now() - started < 60_000) return;
-    if (Date.now() - lastProgress < 10_000) return;
+    if (Date.now() - lastProgress < 30_000) return;
     process.stdout.write(`${JSON.stringify({ ok: false, deadlock: true, progress })}\n`);
     process.kill(process.pid, 'SIGKILL');
   }, 250);
