@@ -22,7 +22,7 @@ import { defaultDevice, deviceIndex, type Device } from './device';
 import { KvsiftError } from './errors';
 import { native } from './native';
 import { checkDType, checkTensor, Tensor } from './tensor';
-import { checkInt, checkOneOf, checkOptions, invalid, invalidText } from './validate';
+import { checkInt, checkOneOf, checkOptions, invalid, invalidText, isArray, snapshotArray } from './validate';
 
 /** The float dtypes a cache holds. */
 export type CacheDType = 'f32' | 'f16' | 'bf16';
@@ -172,14 +172,18 @@ export class KvCache {
     const counts = new Int32Array(this.batch);
     if (opts.lengths === undefined) counts.fill(T);
     else {
-      const l = opts.lengths;
-      if (!(l instanceof Int32Array) && !(Array.isArray(l) && l.every((x) => Number.isInteger(x)))) {
-        throw invalid(op, 'options.lengths', `an Int32Array of ${this.batch} counts`, l);
+      const expected = `an Int32Array of ${this.batch} counts`;
+      const raw = opts.lengths;
+      // a number[] is read once, element by element: a hole or a getter cannot pass as a count
+      const l = raw instanceof Int32Array ? Int32Array.from(raw) : isArray(raw) ? snapshotArray(op, 'options.lengths', raw, expected) : undefined;
+      if (l === undefined || !(l instanceof Int32Array || l.every((x) => typeof x === 'number' && Number.isInteger(x)))) {
+        throw invalid(op, 'options.lengths', expected, raw);
       }
       if (l.length !== this.batch) throw invalidText(op, 'options.lengths', `${this.batch} counts (one per batch row)`, `${l.length}`);
       for (let b = 0; b < this.batch; b++) {
-        if (l[b] < 0 || l[b] > T) throw invalidText(op, `options.lengths[${b}]`, `an integer in [0, ${T}] (the tokens given)`, `${l[b]}`);
-        counts[b] = l[b];
+        const n = l[b] as number;
+        if (n < 0 || n > T) throw invalidText(op, `options.lengths[${b}]`, `an integer in [0, ${T}] (the tokens given)`, `${n}`);
+        counts[b] = n;
       }
     }
     for (let b = 0; b < this.batch; b++) {
@@ -278,13 +282,17 @@ export class KvCache {
   setLengths(lengths: Int32Array | readonly number[]): void {
     const op = 'KvCache.setLengths';
     this._check('setLengths');
-    if (!(lengths instanceof Int32Array) && !Array.isArray(lengths)) throw invalid(op, 'lengths', `an Int32Array of ${this.batch} lengths`, lengths);
-    if (lengths.length !== this.batch) throw invalidText(op, 'lengths', `${this.batch} lengths`, `${lengths.length}`);
+    const expected = `an Int32Array of ${this.batch} lengths`;
+    if (!(lengths instanceof Int32Array) && !isArray(lengths)) throw invalid(op, 'lengths', expected, lengths);
+    // checked and stored from one snapshot: a getter cannot answer the check one way and the copy another
+    const l = lengths instanceof Int32Array ? Int32Array.from(lengths) : snapshotArray(op, 'lengths', lengths, expected);
+    if (l.length !== this.batch) throw invalidText(op, 'lengths', `${this.batch} lengths`, `${l.length}`);
+    const next = new Int32Array(this.batch);
     for (let b = 0; b < this.batch; b++) {
       const max = Math.min(this.capacity, this.appended[b]);
-      checkInt(op, `lengths[${b}]`, lengths[b], 0, max);
+      next[b] = checkInt(op, `lengths[${b}]`, l[b], 0, max);
     }
-    this.lengths.set(lengths);
+    this.lengths.set(next);
   }
 
   /** Frees keys, values and positions. Idempotent; later use throws ERR_DISPOSED. */

@@ -14,7 +14,7 @@ import type { Device } from './device';
 import { KvsiftError } from './errors';
 import { native } from './native';
 import { checkTensor, Tensor, type DType } from './tensor';
-import { checkInt, checkOptions, invalid, invalidText } from './validate';
+import { checkInt, checkOptions, invalid, invalidText, isArray, snapshotArray } from './validate';
 
 /**
  * A ragged per-head layout, as the ops read it. {@link RaggedSelection}, {@link RaggedCompacted}
@@ -437,8 +437,12 @@ function nextPositions(op: string, value: unknown, B: number, N: number): Int32A
   if (value === undefined) return new Int32Array(B).fill(N);
   let arr: Int32Array;
   if (value instanceof Int32Array) arr = Int32Array.from(value);
-  else if (Array.isArray(value) && value.every((x) => Number.isInteger(x))) arr = Int32Array.from(value as number[]);
-  else throw invalid(op, 'options.nextPosition', `an Int32Array of ${B} positions`, value);
+  else if (isArray(value)) {
+    // read once, element by element: a hole is no position
+    const items = snapshotArray(op, 'options.nextPosition', value, `an Int32Array of ${B} positions`);
+    if (!items.every((x) => typeof x === 'number' && Number.isInteger(x) && x <= 0x7fffffff)) throw invalid(op, 'options.nextPosition', `an Int32Array of ${B} positions`, value);
+    arr = Int32Array.from(items as number[]);
+  } else throw invalid(op, 'options.nextPosition', `an Int32Array of ${B} positions`, value);
   if (arr.length !== B) throw invalidText(op, 'options.nextPosition', `${B} positions (one per batch row)`, `${arr.length}`);
   arr.forEach((x, b) => {
     if (x < 0) throw invalidText(op, `options.nextPosition[${b}]`, 'a non-negative integer', `${x}`);

@@ -302,6 +302,17 @@ describe('KvCache', () => {
       const wide = Tensor.zeros([2, 5, 2, 4], 'f32', 'cpu');
       expectKvsiftError(() => cache.append(wide, wide), 'ERR_INVALID_ARG', /did you mean|these look like 'bshd' tokens/);
       expectKvsiftError(() => cache.append(k, k, { lengths: [6, 0] }), 'ERR_INVALID_ARG', 'KvCache.append: expected an integer in [0, 5] (the tokens given) for options.lengths[0], but received 6');
+      // a hole is no count (it would read as 0 and append nothing to that row)
+      // eslint-disable-next-line no-sparse-arrays
+      expectKvsiftError(() => cache.append(k, k, { lengths: [, 1] as number[] }), 'ERR_INVALID_ARG', 'KvCache.append: expected an element (holes are not allowed) for options.lengths[0], but received a hole');
+      // eslint-disable-next-line no-sparse-arrays
+      expectKvsiftError(() => cache.setLengths([, 1] as number[]), 'ERR_INVALID_ARG', 'KvCache.setLengths: expected an element (holes are not allowed) for lengths[0], but received a hole');
+      let reads = 0;
+      const lying = [3, 0];
+      // checked and stored from one read: 99 is refused, the 0 a second read would give is never seen
+      Object.defineProperty(lying, 1, { get: () => (reads++ === 0 ? 99 : 0), enumerable: true });
+      expectKvsiftError(() => cache.setLengths(lying), 'ERR_INVALID_ARG', 'KvCache.setLengths: expected an integer in [0, 4] for lengths[1], but received 99');
+      expect(reads).toBe(1);
       const pos3 = Tensor.zeros([2, 3, 2], 'i32', 'cpu');
       expectKvsiftError(() => cache.retain(pos3), 'ERR_INVALID_ARG', 'KvCache.retain: expected an i32 tensor [2, 2 (or 1), C <= 8] for positions, but received shape [2, 3, 2]');
       const long = Tensor.zeros([2, 2, 5], 'i32', 'cpu');
