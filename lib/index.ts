@@ -13,3 +13,7 @@ export * as snapkv from './snapkv';
 export * as l2 from './l2';
 export * as keyformer from './keyformer';
 export { h2o, tova, streaming, type TovaOptions, type StreamingOptions, type H2OAccumulateOptions } from './baselines';
+export * as decode from './decode';
+export * as quest from './quest';
+export type { AttentionOptions, AttentionResult, AccumulateSpec, SparseAttentionOptions, RaggedPositions } from './decode';
+export type { QuestMetadata } from './quest';
