@@ -113,7 +113,7 @@ export function update(meta: QuestMetadata, keys: Tensor, options: UpdateOptions
   const seqLens = checkLengths(op, 'options.seqLens', own(opts, 'seqLens'), kd.B, 0, kd.S);
   const stream = opStream(op, opts as { stream?: unknown }, k._deviceIndex);
   native.questMetadata(k, m.min, m.max, { layout: code, blockSize: m.blockSize, seqLens, from: from ?? 0, fromRows }, stream);
-  return m;
+  return meta;
 }
 
 /**
