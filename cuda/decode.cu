@@ -251,10 +251,12 @@ __global__ void decode_split_kernel(DecodeArgs a) {
     float s[RC];
 #pragma unroll
     for (int r = 0; r < RC; ++r) s[r] = 0.f;
-    for (int d = 0; d < a.D; ++d) {
-      const float kd = wK[lane * KP + d];
+    if (idx >= 0) {  // a missing key's row was never staged
+      for (int d = 0; d < a.D; ++d) {
+        const float kd = wK[lane * KP + d];
 #pragma unroll
-      for (int r = 0; r < RC; ++r) s[r] += sQ[r * DP + d] * kd;
+        for (int r = 0; r < RC; ++r) s[r] += sQ[r * DP + d] * kd;
+      }
     }
     float corr[RC];
 #pragma unroll

@@ -77,15 +77,13 @@ struct BoundArgs {
 // One block per output row; threads over blocks c.
 template <typename T>
 __global__ void quest_bound_kernel(BoundArgs a) {
-  KVSIFT_SHARED(last, int);
+  KVSIFT_SHARED(warp_last, int[kBoundThreads / 32]);
   const int64_t r = blockIdx.x;
   const bool per_head = a.reduce == static_cast<int>(GroupReduce::None);
   const int b = static_cast<int>(per_head ? r / a.Hq : r / a.Hkv);
   const int hkv = static_cast<int>(per_head ? (r % a.Hq) / a.G : r % a.Hkv);
   const int g0 = per_head ? static_cast<int>((r % a.Hq) % a.G) : 0;
   const int g1 = per_head ? g0 + 1 : a.G;
-  if (threadIdx.x == 0) last = 0;
-  __syncthreads();
   const float* lo_row = a.min + (static_cast<int64_t>(b) * a.Hkv + hkv) * a.nblocks * a.D;
   const float* hi_row = a.max + (static_cast<int64_t>(b) * a.Hkv + hkv) * a.nblocks * a.D;
   const T* q = static_cast<const T*>(a.q);
@@ -113,9 +111,15 @@ __global__ void quest_bound_kernel(BoundArgs a) {
     }
     a.out[r * a.nblocks + c] = v;
   }
-  atomicMax(&last, my_last);  // an integer max: order-independent
+  // The last non-empty block + 1, by a warp max and then a max over the warps.
+  for (int o = 16; o > 0; o /= 2) my_last = max(my_last, __shfl_xor_sync(0xffffffffu, my_last, o));
+  if (threadIdx.x % 32 == 0) warp_last[threadIdx.x / 32] = my_last;
   __syncthreads();
-  if (threadIdx.x == 0) a.valid[r] = last;
+  if (threadIdx.x == 0) {
+    int last = 0;
+    for (int w = 0; w < kBoundThreads / 32; ++w) last = max(last, warp_last[w]);
+    a.valid[r] = last;
+  }
 }
 
 __global__ void quest_pad_kernel(QuestPadParams p) {
