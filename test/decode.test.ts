@@ -124,8 +124,8 @@ describe('decode.attention', () => {
         const p = problem(rng, dtype, layout, { D: [40, 64, 128][rep + (rng.int(0, 1))] });
         const init = rng.uniformArray(p.B * p.Hkv * p.N, 0, 3);
         // H2O
-        const fused = Tensor.from(init, { shape: [p.B, p.Hkv, p.N], dtype: 'f32' });
-        const separate = Tensor.from(init, { shape: [p.B, p.Hkv, p.N], dtype: 'f32' });
+        const fused = Tensor.from(init, { shape: [p.B, p.Hkv, p.N], dtype: 'f32', device: 'cpu' });
+        const separate = Tensor.from(init, { shape: [p.B, p.Hkv, p.N], dtype: 'f32', device: 'cpu' });
         const res = decode.attention(p.q.t, p.k.t, p.v.t, { layout, seqLens: p.seqLens, returnLse: true, accumulate: { scores: fused, method: 'h2o' } });
         h2o.accumulate(p.q.t, p.k.t, separate, { layout, seqLens: p.seqLens });
         const ref = refAttention(p.q.ref, p.k.ref, p.v.ref, { seqLens: p.seqLens, accumulate: { scores: init, tau: 1, noise: 'none' } });
@@ -136,8 +136,8 @@ describe('decode.attention', () => {
         const seed = (BigInt(rng.u32()) << 32n) | BigInt(rng.u32());
         const step = rng.int(0, 1000);
         const tau = 1 + rng.float();
-        const kf = Tensor.from(init, { shape: [p.B, p.Hkv, p.N], dtype: 'f32' });
-        const kfSep = Tensor.from(init, { shape: [p.B, p.Hkv, p.N], dtype: 'f32' });
+        const kf = Tensor.from(init, { shape: [p.B, p.Hkv, p.N], dtype: 'f32', device: 'cpu' });
+        const kfSep = Tensor.from(init, { shape: [p.B, p.Hkv, p.N], dtype: 'f32', device: 'cpu' });
         const res2 = decode.attention(p.q.t, p.k.t, p.v.t, { layout, seqLens: p.seqLens, returnLse: true, accumulate: { scores: kf, method: 'keyformer', tau, seed, step } });
         keyformer.accumulate(p.q.t, p.k.t, kfSep, { layout, seqLens: p.seqLens, tau, seed, step });
         const ref2 = refAttention(p.q.ref, p.k.ref, p.v.ref, { seqLens: p.seqLens, accumulate: { scores: init, tau, noise: 'gumbel', seed, step } });
@@ -162,7 +162,7 @@ describe('decode.attention', () => {
     const rng = testRng();
     const p = problem(rng, 'f32', 'bhsd', { B: 1, Hkv: 2, G: 4, N: 16, T: 1, D: 8, seqLens: false });
     const init = rng.uniformArray(2 * 16);
-    const scores = Tensor.from(init, { shape: [1, 2, 16], dtype: 'f32' });
+    const scores = Tensor.from(init, { shape: [1, 2, 16], dtype: 'f32', device: 'cpu' });
     const op = 'decode.attention';
     const E = 'ERR_INVALID_ARG';
     expectKvsiftError(() => decode.attention(p.q.t, p.k.t, p.v.t, { accumulate: { scores, method: 'keyformer', tau: 0, seed: 1, step: 1 } }), E,
@@ -191,7 +191,7 @@ describe('decode.attention', () => {
     expectKvsiftError(() => decode.attention(p.q.t, p.k.t, p.v.t, { layout: 'nhd' as Layout }), E, `${op}: expected one of 'bhsd', 'bshd' for options.layout, but received 'nhd'`);
     const qBig = Tensor.zeros([1, 2, 1, 264], 'f32', 'cpu');
     const kBig = Tensor.zeros([1, 2, 4, 264], 'f32', 'cpu');
-    const bigScores = Tensor.from(Float32Array.of(1, 2, 3, 4, 5, 6, 7, 8), { shape: [1, 2, 4], dtype: 'f32' });
+    const bigScores = Tensor.from(Float32Array.of(1, 2, 3, 4, 5, 6, 7, 8), { shape: [1, 2, 4], dtype: 'f32', device: 'cpu' });
     expectKvsiftError(() => decode.attention(qBig, kBig, kBig, { accumulate: { scores: bigScores, method: 'h2o' } }), 'ERR_UNSUPPORTED',
       `${op}: head dim 264 is not supported (at most 256)`);
     expect(Array.from(bigScores.toArray())).toEqual([1, 2, 3, 4, 5, 6, 7, 8]);
@@ -222,7 +222,7 @@ describe('decode.sparseAttention', () => {
           lists.push(l);
           pos.set(l, i * k);
         }
-        const posT = Tensor.from(pos, { shape: [p.B, p.Hkv, k], dtype: 'i32' });
+        const posT = Tensor.from(pos, { shape: [p.B, p.Hkv, k], dtype: 'i32', device: 'cpu' });
         const sel = (b: number, h: number) => lists[b * p.Hkv + h];
         const ref = refAttention(p.q.ref, p.k.ref, p.v.ref, { seqLens: p.seqLens, selection: sel });
         const res = decode.sparseAttention(p.q.t, p.k.t, p.v.t, { layout, seqLens: p.seqLens, positions: posT, returnLse: true });
@@ -239,8 +239,8 @@ describe('decode.sparseAttention', () => {
         }
         const flat = Int32Array.from(rlists.flat());
         const ragged = {
-          positions: Tensor.from(flat.length ? flat : new Int32Array(0), { shape: [flat.length], dtype: 'i32' }),
-          indptr: Tensor.from(indptr, { shape: [pairs + 1], dtype: 'i32' }),
+          positions: Tensor.from(flat.length ? flat : new Int32Array(0), { shape: [flat.length], dtype: 'i32', device: 'cpu' }),
+          indptr: Tensor.from(indptr, { shape: [pairs + 1], dtype: 'i32', device: 'cpu' }),
         };
         const rref = refAttention(p.q.ref, p.k.ref, p.v.ref, { seqLens: p.seqLens, selection: (b, h) => rlists[b * p.Hkv + h] });
         const rres = decode.sparseAttention(p.q.t, p.k.t, p.v.t, { layout, seqLens: p.seqLens, positions: ragged, returnLse: true });
@@ -260,7 +260,7 @@ describe('decode.sparseAttention', () => {
         }
         const bref = refAttention(p.q.ref, p.k.ref, p.v.ref, { seqLens: p.seqLens, selection: (b, h) => blists[b * p.Hkv + h] });
         const bres = decode.sparseAttention(p.q.t, p.k.t, p.v.t, {
-          layout, seqLens: p.seqLens, blocks: Tensor.from(blocks, { shape: [p.B, p.Hkv, nb], dtype: 'i32' }), blockSize: bs, returnLse: true,
+          layout, seqLens: p.seqLens, blocks: Tensor.from(blocks, { shape: [p.B, p.Hkv, nb], dtype: 'i32', device: 'cpu' }), blockSize: bs, returnLse: true,
         });
         checkAgainstRef(p, bres, bref, `blocks bs ${bs}`);
       }
@@ -271,7 +271,7 @@ describe('decode.sparseAttention', () => {
     const rng = testRng();
     const p = problem(rng, 'f32', 'bshd', { N: 333, D: 64, G: 8, T: 4 });
     const pos = new Int32Array(p.B * p.Hkv * p.N).map((_, i) => i % p.N);
-    const sparse = decode.sparseAttention(p.q.t, p.k.t, p.v.t, { layout: 'bshd', seqLens: p.seqLens, positions: Tensor.from(pos, { shape: [p.B, p.Hkv, p.N], dtype: 'i32' }), returnLse: true });
+    const sparse = decode.sparseAttention(p.q.t, p.k.t, p.v.t, { layout: 'bshd', seqLens: p.seqLens, positions: Tensor.from(pos, { shape: [p.B, p.Hkv, p.N], dtype: 'i32', device: 'cpu' }), returnLse: true });
     const dense = decode.attention(p.q.t, p.k.t, p.v.t, { layout: 'bshd', seqLens: p.seqLens, returnLse: true });
     expectClose(sparse.out.toArray(), dense.out.toArray(), { rtol: 1e-5, atol: 1e-7 });
     expectClose(sparse.lse!.toArray(), dense.lse!.toArray(), { rtol: 1e-6, atol: 1e-6 });
@@ -281,7 +281,7 @@ describe('decode.sparseAttention', () => {
     const rng = testRng();
     const p = problem(rng, 'f32', 'bhsd', { B: 1, Hkv: 1, G: 4, N: 20, T: 2, D: 8, seqLens: false });
     // key 19 is visible to the last query only; -5 and 40 name no key
-    const pos = Tensor.from(Int32Array.of(-5, 19, 40), { shape: [1, 1, 3], dtype: 'i32' });
+    const pos = Tensor.from(Int32Array.of(-5, 19, 40), { shape: [1, 1, 3], dtype: 'i32', device: 'cpu' });
     const res = decode.sparseAttention(p.q.t, p.k.t, p.v.t, { positions: pos, returnLse: true });
     const out = res.out.toArray();
     const lse = res.lse!.toArray();
@@ -341,7 +341,7 @@ describeCuda('decode cuda', () => {
         const nb = Math.min(nbAll, 5);
         const blocks = new Int32Array(p.B * p.Hkv * nb);
         for (let i = 0; i < p.B * p.Hkv; i++) blocks.set(rng.sample(nbAll, nb).sort((a, b) => a - b), i * nb);
-        const bt = Tensor.from(blocks, { shape: [p.B, p.Hkv, nb], dtype: 'i32' });
+        const bt = Tensor.from(blocks, { shape: [p.B, p.Hkv, nb], dtype: 'i32', device: 'cpu' });
         const c = decode.sparseAttention(p.q.t, p.k.t, p.v.t, { layout, seqLens: p.seqLens, blocks: bt, blockSize: bs, returnLse: true });
         const g = decode.sparseAttention(onDev(p.q.t), onDev(p.k.t), onDev(p.v.t), { layout, seqLens: p.seqLens, blocks: bt.to(dev), blockSize: bs, returnLse: true });
         expectClose(g.out.toArray(), c.out.toArray(), { ...outTol(dtype), label: `sparse D ${D} out` });

@@ -113,8 +113,8 @@ describe('quest', () => {
 
   it('breaks ties toward the lower block', () => {
     // identical keys in every block: every bound ties
-    const k = Tensor.from(new Float32Array(1 * 1 * 32 * 4).fill(0.5), { shape: [1, 1, 32, 4], dtype: 'f32' });
-    const q = Tensor.from(Float32Array.of(1, -1, 2, 0.5), { shape: [1, 1, 1, 4], dtype: 'f32' });
+    const k = Tensor.from(new Float32Array(1 * 1 * 32 * 4).fill(0.5), { shape: [1, 1, 32, 4], dtype: 'f32', device: 'cpu' });
+    const q = Tensor.from(Float32Array.of(1, -1, 2, 0.5), { shape: [1, 1, 1, 4], dtype: 'f32', device: 'cpu' });
     const meta = quest.metadata(k, { blockSize: 4 });
     expect(Array.from(quest.select(q, meta, { blocks: 3 }).toArray())).toEqual([0, 1, 2]);
   });

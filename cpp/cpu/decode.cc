@@ -168,6 +168,7 @@ PairInfo decode_pair(const DecodeCtx& C, int64_t local) {
   return pi;
 }
 
+KVSIFT_ATTN_CLONES
 void decode_pass1(const DecodeCtx& C, int64_t task0, int64_t task1) {
   const DecodeParams& P = *C.P;
   DecodeScratch S(C);
