@@ -28,18 +28,27 @@ export interface NativeTensor {
   readonly shape: readonly number[];
 }
 
+/** What the build contains (lib/device.ts exports it as BuildInfo). */
 export interface NativeBuildInfo {
+  /** Whether the CUDA kernels were compiled into this build. */
   cuda: boolean;
+  /** CMake CUDA architectures compiled in, e.g. ['75-real', ..., '90']. */
   cudaArchitectures: string[];
   cudaRuntimeVersion: string | null;
   cudaDriverVersion: string | null;
+  /** Why no CUDA device is usable ('' when one is). */
   cudaUnavailableReason: string;
   napiVersion: number;
+  /** Threads of the CPU backend (KVSIFT_NUM_THREADS overrides). */
   cpuThreads: number;
+  /** `cuda:0` is the emulated device of an emulated build (npm run build:emu; docs/GPU.md). */
+  cudaEmulated: boolean;
 }
 
+/** A CUDA device (lib/device.ts adds its name: CudaDeviceInfo). */
 export interface NativeDeviceInfo {
   model: string;
+  /** e.g. '9.0' for an H100 */
   computeCapability: string;
   totalMemory: number;
   freeMemory: number;
@@ -75,7 +84,7 @@ export interface Binding {
   deviceSynchronize(device: number): Promise<void>;
   memoryStats(device: number, resetPeak?: boolean): NativeMemoryStats;
 
-  // ---- ops (cpp/ops.cc). Outputs are allocated by the caller; lengths arrays are host Int32Arrays
+  // ---- ops (cpp/ops/<family>.cc). Outputs are allocated by the caller; lengths arrays are host Int32Arrays
   // checked and uploaded by the binding. Every op runs on its tensors' device.
   /** votes: out f32 [B, Hout, N - W]; groupReduce 0 mean, 1 sum, 2 max, 3 none. */
   snapkvScores(queries: NativeTensor, keys: NativeTensor, out: NativeTensor,

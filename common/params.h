@@ -37,7 +37,7 @@ struct MutView4 {
 // How the G query heads of a GQA group combine their votes.
 enum class GroupReduce : int32_t { Mean = 0, Sum = 1, Max = 2, None = 3 };
 
-// SnapKV observation-window scoring (ALGORITHMS.md §1, steps 1-4).
+// SnapKV observation-window scoring (docs/ALGORITHMS.md, "SnapKV", steps 1-4).
 // For batch row b with L = seq_lens ? seq_lens[b] : N real tokens, the W window queries sit at
 // absolute positions L-W .. L-1; query r sees keys j <= L-W+r (causal inside the window).
 // p[r, j] = softmax_j(q_r . k_j * scale) in fp32; vote[j] = sum_r p[r, j] for j < L-W.
@@ -58,7 +58,7 @@ struct SnapkvScoresParams {
 
 enum class PoolKind : int32_t { Avg = 0, Max = 1 };
 
-// 1-D pooling along the last axis, odd kernel, stride 1, padding kernel/2 (ALGORITHMS.md §1.5).
+// 1-D pooling along the last axis, odd kernel, stride 1, padding kernel/2 (docs/ALGORITHMS.md, "SnapKV", step 5).
 // Row r of R belongs to batch b = r / rows_per_batch; only its first
 // len = lengths ? lengths[b] : M entries are real, the rest are padding (0 for avg, which still
 // divides by kernel, as count_include_pad; never the winner for max). Outputs past len are 0.
@@ -136,7 +136,7 @@ struct ProtectParams {
 
 enum class NoiseKind : int32_t { None = 0, Gumbel = 1 };
 
-// Keyformer / H2O / TOVA accumulation (ALGORITHMS.md §3-4), in place:
+// Keyformer / H2O / TOVA accumulation (docs/ALGORITHMS.md, "Keyformer" and "Baselines"), in place:
 // for the T queries of this step, query t of row b sits at absolute position L-T+t and sees keys
 // j <= L-T+t (L = seq_lens ? seq_lens[b] : N). For every (b, hq, t):
 //   f[j] = softmax_j((q . k_j * scale + g[b, hq, t, j]) / tau)   over its visible keys

@@ -1,5 +1,5 @@
 // kvsift/cpp/core.cc: the binding's foundation: build info, devices, buffers, copies, streams and
-// synchronization. Op entry points live in cpp/ops_*.cc.
+// synchronization. Op entry points live in cpp/ops/<family>.cc.
 #include <napi.h>
 
 #include <cstring>
@@ -60,6 +60,11 @@ Napi::Value BuildInfo(const Napi::CallbackInfo& info) {
   o.Set("cudaDriverVersion", env.Null());
 #endif
   o.Set("cudaUnavailableReason", cuda_unavailable_reason());
+#ifdef KVSIFT_CUDA_EMULATED
+  o.Set("cudaEmulated", true);
+#else
+  o.Set("cudaEmulated", false);
+#endif
   o.Set("napiVersion", NAPI_VERSION);
   o.Set("cpuThreads", cpu::num_threads());
   return o;

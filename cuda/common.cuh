@@ -29,6 +29,8 @@
 #include <cstdint>
 #include <utility>
 
+#include "dispatch.h"
+
 namespace kvsift::cuda {
 
 // An alias that lets an array type stand where a declaration wants a type name.
@@ -46,6 +48,13 @@ using smem_addr_t = uint32_t;
 #define KVSIFT_ARCH_AT_LEAST(cc) (__CUDA_ARCH__ >= (cc))
 #else
 #define KVSIFT_ARCH_AT_LEAST(cc) false
+#endif
+
+// A device function kept out of line (__noinline__ is a GCC attribute spelling on the host).
+#if defined(KVSIFT_CUDA_EMULATED)
+#define KVSIFT_NOINLINE __attribute__((noinline))
+#else
+#define KVSIFT_NOINLINE __noinline__
 #endif
 
 #if defined(KVSIFT_CUDA_EMULATED)
@@ -82,6 +91,21 @@ cudaError_t launch(void (*kernel)(Params...), dim3 grid, dim3 block, size_t smem
   kernel<<<grid, block, smem, stream>>>(std::forward<Args>(args)...);
   return cudaGetLastError();
 #endif
+}
+
+
+// Calls f(float{}), f(__half{}) or f(__nv_bfloat16{}) (a value of the element type: use
+// decltype to get it); any other dtype is unsupported.
+template <typename F>
+cudaError_t dispatch_float(DType dtype, const char* what, F&& f) {
+  switch (dtype) {
+    case DType::F32: return f(float{});
+    case DType::F16: return f(__half{});
+    case DType::BF16: return f(__nv_bfloat16{});
+    default:
+      return unsupported(std::string(what) + " does not support dtype " + dtype_text(dtype) +
+                         " on CUDA (f32, f16 and bf16 are)");
+  }
 }
 
 }  // namespace kvsift::cuda

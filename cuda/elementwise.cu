@@ -2,7 +2,7 @@
 // (L2 / Keyformer / H2O), the Gumbel noise grid (Keyformer) and the head sum (TOVA).
 // Semantics: common/params.h; each mirrors cpp/cpu/streaming.cc so both backends agree bit for bit
 // where the CPU reference is exact (protect, head_reduce, gumbel).
-#include <cuda_runtime.h>
+#include "common.cuh"
 
 #include <algorithm>
 #include <cstdint>
@@ -153,19 +153,16 @@ cudaError_t protect_scores(const ProtectParams& p, cudaStream_t stream) {
   if (p.R <= 0 || p.M <= 0) return cudaSuccess;
   if (p.in == nullptr || p.out == nullptr) return cudaErrorInvalidValue;
   if (p.M % 4 == 0 && aligned16(p.in) && aligned16(p.out)) {
-    protect_vec_kernel<<<grid_2d(p.M / 4, p.R), kThreads, 0, stream>>>(p);
-  } else {
-    protect_scalar_kernel<<<grid_2d(p.M, p.R), kThreads, 0, stream>>>(p);
+    return launch(protect_vec_kernel, grid_2d(p.M / 4, p.R), dim3(kThreads), 0, stream, p);
   }
-  return cudaGetLastError();
+  return launch(protect_scalar_kernel, grid_2d(p.M, p.R), dim3(kThreads), 0, stream, p);
 }
 
 cudaError_t gumbel(const GumbelParams& p, cudaStream_t stream) {
   if (p.B <= 0 || p.H <= 0 || p.T <= 0 || p.N <= 0) return cudaSuccess;
   if (p.out == nullptr) return cudaErrorInvalidValue;
   const int64_t rows = static_cast<int64_t>(p.B) * p.H * p.T;
-  gumbel_kernel<<<grid_2d(p.N, rows), kThreads, 0, stream>>>(p);
-  return cudaGetLastError();
+  return launch(gumbel_kernel, grid_2d(p.N, rows), dim3(kThreads), 0, stream, p);
 }
 
 cudaError_t head_reduce(const HeadReduceParams& p, cudaStream_t stream) {
@@ -174,11 +171,9 @@ cudaError_t head_reduce(const HeadReduceParams& p, cudaStream_t stream) {
   HeadReduceParams q = p;
   q.H = std::max<int32_t>(p.H, 0);  // no heads: the CPU backend writes scale * 0
   if (q.N % 4 == 0 && aligned16(q.out) && (q.H == 0 || aligned16(q.in))) {
-    head_reduce_vec_kernel<<<grid_2d(q.N / 4, q.B), kThreads, 0, stream>>>(q);
-  } else {
-    head_reduce_scalar_kernel<<<grid_2d(q.N, q.B), kThreads, 0, stream>>>(q);
+    return launch(head_reduce_vec_kernel, grid_2d(q.N / 4, q.B), dim3(kThreads), 0, stream, q);
   }
-  return cudaGetLastError();
+  return launch(head_reduce_scalar_kernel, grid_2d(q.N, q.B), dim3(kThreads), 0, stream, q);
 }
 
 }  // namespace kvsift::cuda

@@ -5,7 +5,7 @@
 // the widest vector (16/8/4/2/1 bytes) that every base pointer, stride and the row size allow.
 // A group is the largest power of two of lanes (<= 32) that the row's vector count fills, so a
 // 256-byte bf16 row of D = 128 takes 16 lanes and a warp moves two rows per instruction.
-#include <cuda_runtime.h>
+#include "common.cuh"
 
 #include <cstddef>
 #include <cstdint>
@@ -116,8 +116,7 @@ cudaError_t launch_gather(GatherArgs a, int64_t row_bytes, cudaStream_t stream) 
   bx = bx < kMaxGridDim ? bx : kMaxGridDim;
   const int64_t by = a.BH < kMaxGridDim ? a.BH : kMaxGridDim;
   const dim3 grid(static_cast<unsigned>(bx), static_cast<unsigned>(by));
-  gather_kernel<V><<<grid, kGatherThreads, 0, stream>>>(a);
-  return cudaGetLastError();
+  return launch(gather_kernel<V>, grid, dim3(kGatherThreads), 0, stream, a);
 }
 
 }  // namespace
@@ -180,8 +179,7 @@ cudaError_t fill_window(const FillWindowParams& p, cudaStream_t stream) {
   const int64_t total = p.R * p.W;
   int64_t blocks = (total + kFillThreads - 1) / kFillThreads;
   blocks = blocks < kMaxFillBlocks ? blocks : kMaxFillBlocks;
-  fill_window_kernel<<<static_cast<unsigned>(blocks), kFillThreads, 0, stream>>>(p);
-  return cudaGetLastError();
+  return launch(fill_window_kernel, dim3(static_cast<unsigned>(blocks)), dim3(kFillThreads), 0, stream, p);
 }
 
 cudaError_t read_and_clear_index_error(int* had_error, cudaStream_t stream) {

@@ -6,8 +6,7 @@
 // for bhsd, h fastest for bshd) so neighbouring warps read neighbouring bytes.
 // Generic path, for rows that are not 16-byte aligned or whose byte size is not a multiple of
 // 16: element loads, a power-of-two group of up to 32 lanes per row.
-#include <cuda_fp16.h>
-#include <cuda_runtime.h>
+#include "common.cuh"
 
 #include <algorithm>
 #include <cstdint>
@@ -167,19 +166,18 @@ __global__ void __launch_bounds__(kThreads) l2_generic_kernel(L2Args a, int lane
 }
 
 template <DType T, int CPL>
-void launch_vec(const L2Args& a, uint32_t chunks, cudaStream_t stream) {
+cudaError_t launch_vec(const L2Args& a, uint32_t chunks, cudaStream_t stream) {
   constexpr int RPT = CPL >= kLoadsInFlight ? 1 : kLoadsInFlight / CPL;
   constexpr int64_t kRowsPerBlock = (kThreads / kGroup) * RPT;
   const int64_t n = static_cast<int64_t>(a.H) * a.N;
   const int64_t gx = std::min<int64_t>((n + kRowsPerBlock - 1) / kRowsPerBlock, kMaxGridX);
   const int64_t gy = std::min<int64_t>(a.B, kMaxGridY);
-  l2_vec_kernel<T, CPL, RPT>
-      <<<dim3(static_cast<unsigned>(gx), static_cast<unsigned>(gy)), kThreads, 0, stream>>>(a,
-                                                                                         chunks);
+  return launch(l2_vec_kernel<T, CPL, RPT>, dim3(static_cast<unsigned>(gx), static_cast<unsigned>(gy)),
+                dim3(kThreads), 0, stream, a, chunks);
 }
 
 template <DType T>
-void launch(const L2Args& a, int64_t esize, bool vec_ok, cudaStream_t stream) {
+cudaError_t launch_dtype(const L2Args& a, int64_t esize, bool vec_ok, cudaStream_t stream) {
   const int64_t chunks = static_cast<int64_t>(a.D) * esize / 16;
   if (vec_ok) {
     const int64_t cpl = (chunks + kGroup - 1) / kGroup;
@@ -195,7 +193,7 @@ void launch(const L2Args& a, int64_t esize, bool vec_ok, cudaStream_t stream) {
   const int64_t rows = static_cast<int64_t>(a.B) * a.H * a.N;
   const int64_t per_block = kThreads / lanes;
   const int64_t gx = std::min<int64_t>((rows + per_block - 1) / per_block, kMaxGridX);
-  l2_generic_kernel<T><<<static_cast<unsigned>(gx), kThreads, 0, stream>>>(a, lanes);
+  return launch(l2_generic_kernel<T>, dim3(static_cast<unsigned>(gx)), dim3(kThreads), 0, stream, a, lanes);
 }
 
 // A stride matters for alignment only where its axis has more than one index.
@@ -232,12 +230,11 @@ cudaError_t l2_norms(const L2NormsParams& p, cudaStream_t stream) {
                       stride_aligned(a.bsS, p.N) &&
                       static_cast<uint64_t>(p.H) * static_cast<uint64_t>(p.N) <= 0xffffffffull;
   switch (p.dtype) {
-    case DType::F32: launch<DType::F32>(a, esize, vec_ok, stream); break;
-    case DType::F16: launch<DType::F16>(a, esize, vec_ok, stream); break;
-    case DType::BF16: launch<DType::BF16>(a, esize, vec_ok, stream); break;
-    default: break;
+    case DType::F32: return launch_dtype<DType::F32>(a, esize, vec_ok, stream);
+    case DType::F16: return launch_dtype<DType::F16>(a, esize, vec_ok, stream);
+    case DType::BF16: return launch_dtype<DType::BF16>(a, esize, vec_ok, stream);
+    default: return unsupported(std::string("l2.norms does not support dtype ") + dtype_text(p.dtype) + " on CUDA");
   }
-  return cudaGetLastError();
 }
 
 }  // namespace kvsift::cuda

@@ -9,6 +9,7 @@
 #include <cstddef>
 
 #include "../common/params.h"
+#include "dispatch.h"
 
 namespace kvsift::cuda {
 

@@ -18,7 +18,7 @@
 // Sums are taken in double (as the CPU backend's), max in float with torch's NaN rule: a NaN
 // in the window wins. Ties keep the left operand, so max returns the leftmost of equal values
 // (this only shows for -0 vs +0).
-#include <cuda_runtime.h>
+#include "common.cuh"
 
 #include <algorithm>
 #include <cstdint>
@@ -82,7 +82,7 @@ __host__ __device__ constexpr int skewed_words(int n) { return n + (n >> 5) + 1;
 template <typename Op, int KD>
 __global__ void __launch_bounds__(kThreads) pool_tile_kernel(PoolArgs a) {
   using T = typename Op::T;
-  extern __shared__ float tile[];
+  KVSIFT_DYNAMIC_SHARED(tile, float);
   const int K = static_cast<int>(a.K);
   const int h = K / 2;
   const int span = kTile + K - 1;  // inputs the tile's windows cover
@@ -157,8 +157,12 @@ template <typename Op>
 __global__ void __launch_bounds__(kWide) pool_wide_kernel(PoolArgs a) {
   using T = typename Op::T;
   constexpr int kWarps = kWide / 32;
-  __shared__ T suf_warp[kWarps], pre_warp[kWarps], core_warp[kWarps];
-  __shared__ T suf_after[kWarps], pre_before[kWarps], core_all;
+  KVSIFT_SHARED(suf_warp, T[kWarps]);
+  KVSIFT_SHARED(pre_warp, T[kWarps]);
+  KVSIFT_SHARED(core_warp, T[kWarps]);
+  KVSIFT_SHARED(suf_after, T[kWarps]);
+  KVSIFT_SHARED(pre_before, T[kWarps]);
+  KVSIFT_SHARED(core_all, T);
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
   const int64_t K = a.K, h = K / 2;
   for (int64_t t = blockIdx.x; t < a.tiles; t += gridDim.x) {
@@ -233,26 +237,22 @@ __global__ void __launch_bounds__(kWide) pool_wide_kernel(PoolArgs a) {
 }
 
 template <typename Op>
-cudaError_t launch(PoolArgs a, cudaStream_t stream) {
+cudaError_t launch_pool(PoolArgs a, cudaStream_t stream) {
   if (a.K <= kTileMaxK) {
     const int K = static_cast<int>(a.K);
     a.tiles_per_row = (a.M + kTile - 1) / kTile;
     a.tiles = a.tiles_per_row * a.R;
     const unsigned grid = static_cast<unsigned>(std::min<int64_t>(a.tiles, kMaxGrid));
     const size_t smem = sizeof(float) * skewed_words(kTile + K - 1 + kSpare);
-    if (K <= kV)
-      pool_tile_kernel<Op, kV><<<grid, kThreads, smem, stream>>>(a);
-    else if (K <= kDirectMaxK)
-      pool_tile_kernel<Op, kDirectMaxK><<<grid, kThreads, smem, stream>>>(a);
-    else
-      pool_tile_kernel<Op, 0><<<grid, kThreads, smem, stream>>>(a);
+    if (K <= kV) return launch(pool_tile_kernel<Op, kV>, dim3(grid), dim3(kThreads), smem, stream, a);
+    if (K <= kDirectMaxK) return launch(pool_tile_kernel<Op, kDirectMaxK>, dim3(grid), dim3(kThreads), smem, stream, a);
+    return launch(pool_tile_kernel<Op, 0>, dim3(grid), dim3(kThreads), smem, stream, a);
   } else {
     a.tiles_per_row = (a.M + kWide - 1) / kWide;
     a.tiles = a.tiles_per_row * a.R;
     const unsigned grid = static_cast<unsigned>(std::min<int64_t>(a.tiles, kMaxGrid));
-    pool_wide_kernel<Op><<<grid, kWide, 0, stream>>>(a);
+    return launch(pool_wide_kernel<Op>, dim3(grid), dim3(kWide), 0, stream, a);
   }
-  return cudaGetLastError();
 }
 
 }  // namespace
@@ -270,8 +270,8 @@ cudaError_t pool1d(const PoolParams& p, cudaStream_t stream) {
   a.rows_per_batch = p.rows_per_batch;
   a.tiles_per_row = a.tiles = 0;
   switch (p.kind) {
-    case PoolKind::Avg: return launch<SumOp>(a, stream);
-    case PoolKind::Max: return launch<MaxOp>(a, stream);
+    case PoolKind::Avg: return launch_pool<SumOp>(a, stream);
+    case PoolKind::Max: return launch_pool<MaxOp>(a, stream);
   }
   return cudaErrorInvalidValue;
 }

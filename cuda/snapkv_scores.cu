@@ -1,6 +1,6 @@
 // kvsift/cuda/snapkv_scores.cu: SnapKV observation-window scoring (ALGORITHMS.md §1, steps 1-4)
 // on the shared softmax-column-sum kernels of attn_colsum.cuh.
-#include <cuda_runtime.h>
+#include "common.cuh"
 
 #include <cstddef>
 #include <cstdint>
@@ -33,10 +33,8 @@ size_t snapkv_scores_workspace_bytes(const SnapkvScoresParams& p) {
 cudaError_t snapkv_scores(const SnapkvScoresParams& p, void* workspace, cudaStream_t stream) {
   if (p.B < 0 || p.Hq < 0 || p.Hkv < 0 || p.N < 0 || p.W < 0 || p.D < 0) return cudaErrorInvalidValue;
   if (p.B == 0 || p.Hq == 0 || p.Hkv == 0 || p.N == 0) return cudaSuccess;
-  if (p.Hq % p.Hkv != 0 || p.W > p.N || p.D > colsum::kMaxD || !known_reduce(p.group_reduce))
-    return cudaErrorInvalidValue;
-  if (p.dtype != DType::F32 && p.dtype != DType::F16 && p.dtype != DType::BF16)
-    return cudaErrorInvalidValue;
+  if (p.Hq % p.Hkv != 0 || p.W > p.N || !known_reduce(p.group_reduce)) return cudaErrorInvalidValue;
+  if (cudaError_t err = check_head_dim("snapkv.scores", p.D, colsum::kMaxD)) return err;
   if (p.N == p.W) return cudaSuccess;  // no prefix key to vote for: the output is empty
   const int64_t hout = p.group_reduce == GroupReduce::None ? p.Hq : p.Hkv;
   if (p.W == 0) {
@@ -50,37 +48,14 @@ cudaError_t snapkv_scores(const SnapkvScoresParams& p, void* workspace, cudaStre
   const colsum::Plan plan = colsum::make_plan(p.B, p.Hkv, p.Hq / p.Hkv, p.W, p.N, per_head);
   if (plan.rows_p > INT32_MAX / 2 || plan.heads > INT32_MAX) return cudaErrorInvalidValue;
 
-  colsum::Args a{};
-  a.q = p.q.data;
-  a.k = p.k.data;
-  a.q_sB = p.q.sB;
-  a.q_sH = p.q.sH;
-  a.q_sS = p.q.sS;
-  a.k_sB = p.k.sB;
-  a.k_sH = p.k.sH;
-  a.k_sS = p.k.sS;
-  a.seq_lens = p.seq_lens;
+  colsum::Args a = colsum::make_args(p.q, p.k, p.seq_lens, p.B, p.Hq, p.Hkv, p.N, p.D, p.W, p.N - p.W,
+                                     per_head, plan);
   a.lse_in = p.lse;
   a.out = p.out;
   a.c1 = p.scale * colsum::kLog2e;
   a.c2 = 0.f;
-  a.B = p.B;
-  a.Hq = p.Hq;
-  a.Hkv = p.Hkv;
-  a.G = p.Hq / p.Hkv;
-  a.N = p.N;
-  a.D = p.D;
-  a.R = p.W;
-  a.n_out = p.N - p.W;
   a.reduce = static_cast<int32_t>(p.group_reduce);
-  a.per_head = per_head ? 1 : 0;
-  a.period = static_cast<int32_t>(plan.period);
-  a.rows_p = static_cast<int32_t>(plan.rows_p);
-  a.ks1 = static_cast<int32_t>(plan.ks1);
-  a.s1 = static_cast<int32_t>(plan.s1);
-  a.heads = static_cast<int32_t>(plan.heads);
-  colsum::plan_pass2(plan.heads, a.n_out, &a.ks2, &a.s2);
-  return colsum::launch<colsum::SnapkvOp>(a, p.dtype, workspace, plan, stream);
+  return colsum::run<colsum::SnapkvOp>(a, p.dtype, workspace, plan, stream, "snapkv.scores");
 }
 
 }  // namespace kvsift::cuda

@@ -12,7 +12,7 @@
 // their shared-memory histograms into the row's global histogram and the last block to arrive
 // (atomic counter) picks the digit for the whole row. Every count is an integer sum, so the
 // result does not depend on block scheduling.
-#include <cuda_runtime.h>
+#include "common.cuh"
 
 #include <cstddef>
 #include <cstdint>
@@ -200,9 +200,12 @@ __global__ void __launch_bounds__(kThreads) radix_pass_kernel(TopkArgs a) {
   constexpr int kShift = kPass == 0 ? 21 : (kPass == 1 ? 10 : 0);
   constexpr int kNumBins = kPass == 2 ? kLastBins : kBins;
   constexpr uint32_t kHiMask = kPass == 0 ? 0u : (kPass == 1 ? 0xffe00000u : 0xfffffc00u);
-  __shared__ uint32_t hist[kNumBins];
-  __shared__ uint32_t tmp[kWarps + 1];
-  __shared__ uint32_t s_above, s_last, s_digit, s_digit_above;
+  KVSIFT_SHARED(hist, uint32_t[kNumBins]);
+  KVSIFT_SHARED(tmp, uint32_t[kWarps + 1]);
+  KVSIFT_SHARED(s_above, uint32_t);
+  KVSIFT_SHARED(s_last, uint32_t);
+  KVSIFT_SHARED(s_digit, uint32_t);
+  KVSIFT_SHARED(s_digit_above, uint32_t);
 
   const int64_t r = blockIdx.x / a.bpr;
   const int c = static_cast<int>(blockIdx.x % a.bpr);
@@ -274,8 +277,10 @@ __global__ void __launch_bounds__(kThreads) radix_pass_kernel(TopkArgs a) {
 // #(key > T before j) + min(#(key == T before j), n_eq). Chunk offsets come from pass 2's
 // per-chunk suffix sums; inside the chunk a block-wide scan in position order counts the rest.
 __global__ void __launch_bounds__(kThreads) collect_kernel(TopkArgs a) {
-  __shared__ uint32_t tmp[kWarps + 1];
-  __shared__ long long s_gt_before, s_eq_before, s_target;
+  KVSIFT_SHARED(tmp, uint32_t[kWarps + 1]);
+  KVSIFT_SHARED(s_gt_before, long long);
+  KVSIFT_SHARED(s_eq_before, long long);
+  KVSIFT_SHARED(s_target, long long);
 
   const int64_t r = blockIdx.x / a.bpr;
   const int c = static_cast<int>(blockIdx.x % a.bpr);
@@ -383,7 +388,7 @@ __global__ void __launch_bounds__(kThreads) collect_kernel(TopkArgs a) {
 // of key << 32 | ~position, descending. Padding is 0, below every real entry (NaN keys are 0 but
 // ~position is not). Shared memory up to kSmemSortMax entries, else the row's workspace slice.
 __global__ void __launch_bounds__(kSortThreads) score_sort_kernel(TopkArgs a) {
-  __shared__ unsigned long long smem[kSmemSortMax];
+  KVSIFT_SHARED(smem, unsigned long long[kSmemSortMax]);
   const int64_t r = blockIdx.x;
   const int tid = threadIdx.x;
   const int n2 = a.n2;
@@ -518,14 +523,14 @@ cudaError_t topk(const TopkParams& p, void* workspace, cudaStream_t stream) {
   cudaError_t err = cudaMemsetAsync(ws, 0, l.zero_bytes, stream);
   if (err != cudaSuccess) return err;
   const unsigned grid = static_cast<unsigned>(blocks);
-  radix_pass_kernel<0><<<grid, kThreads, 0, stream>>>(a);
-  radix_pass_kernel<1><<<grid, kThreads, 0, stream>>>(a);
-  radix_pass_kernel<2><<<grid, kThreads, 0, stream>>>(a);
-  collect_kernel<<<grid, kThreads, 0, stream>>>(a);
+  if ((err = launch(radix_pass_kernel<0>, dim3(grid), dim3(kThreads), 0, stream, a))) return err;
+  if ((err = launch(radix_pass_kernel<1>, dim3(grid), dim3(kThreads), 0, stream, a))) return err;
+  if ((err = launch(radix_pass_kernel<2>, dim3(grid), dim3(kThreads), 0, stream, a))) return err;
+  if ((err = launch(collect_kernel, dim3(grid), dim3(kThreads), 0, stream, a))) return err;
   if (p.order == TopkOrder::Score && p.k > 1) {
-    score_sort_kernel<<<static_cast<unsigned>(p.R), kSortThreads, 0, stream>>>(a);
+    return launch(score_sort_kernel, dim3(static_cast<unsigned>(p.R)), dim3(kSortThreads), 0, stream, a);
   }
-  return cudaGetLastError();
+  return cudaSuccess;
 }
 
 }  // namespace kvsift::cuda

@@ -1,6 +1,6 @@
 /**
- * The baselines users compare against (ALGORITHMS.md §4): H2O (accumulated attention + recent
- * window), TOVA (the last query's attention averaged over every head of the layer) and
+ * The baselines users compare against (docs/ALGORITHMS.md, "Baselines"): H2O (accumulated attention
+ * + recent window), TOVA (the last query's attention averaged over every head of the layer) and
  * StreamingLLM (attention sinks + recent window, no scores).
  */
 import { native } from './native';

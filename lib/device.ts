@@ -4,6 +4,7 @@
  */
 import * as os from 'node:os';
 import { KvsiftError } from './errors';
+import type { NativeBuildInfo, NativeDeviceInfo } from '../binding';
 import { native } from './native';
 import { invalid } from './validate';
 
@@ -17,32 +18,14 @@ export interface CpuDeviceInfo {
   freeMemory: number;
 }
 
-export interface CudaDeviceInfo {
+export interface CudaDeviceInfo extends NativeDeviceInfo {
   name: `cuda:${number}`;
-  model: string;
-  /** e.g. '9.0' for an H100 */
-  computeCapability: string;
-  totalMemory: number;
-  freeMemory: number;
-  multiprocessors: number;
-  l2CacheBytes: number;
 }
 
 export type DeviceInfo = CpuDeviceInfo | CudaDeviceInfo;
 
-export interface BuildInfo {
-  /** Whether the CUDA kernels were compiled into this build. */
-  cuda: boolean;
-  /** CMake CUDA architectures compiled in, e.g. ['75-real', ..., '90']. */
-  cudaArchitectures: string[];
-  cudaRuntimeVersion: string | null;
-  cudaDriverVersion: string | null;
-  /** Why no CUDA device is usable ('' when one is). */
-  cudaUnavailableReason: string;
-  napiVersion: number;
-  /** Threads of the CPU backend (KVSIFT_NUM_THREADS overrides). */
-  cpuThreads: number;
-}
+/** What this build contains: CUDA or not, its architectures and runtime, the CPU backend's threads. */
+export type BuildInfo = NativeBuildInfo;
 
 /**
  * What this build of kvsift contains.

@@ -1,8 +1,9 @@
 /**
- * Keyformer (MLSys 2024, arXiv 2403.09054; ALGORITHMS.md §3): during decode, accumulate a
- * Gumbel-perturbed, temperature-scaled softmax of every cached key, and keep the recent window
- * plus the top-scoring "key tokens". The noise is a counter-based Philox4x32-10 keyed by
- * (seed, step, batch, query head, query, key): CPU and CUDA draw identical bits and a run replays.
+ * Keyformer (MLSys 2024, arXiv 2403.09054; docs/ALGORITHMS.md, "Keyformer"): during decode,
+ * accumulate a Gumbel-perturbed, temperature-scaled softmax of every cached key, and keep the
+ * recent window plus the top-scoring "key tokens". The noise is a counter-based Philox4x32-10 keyed
+ * by (seed, step, batch, query head, query, key): CPU and CUDA draw identical bits and a run
+ * replays.
  */
 import { native } from './native';
 import { check4d, checkCapacity, checkLengths, layoutCode, opStream, sameDevice, withScope, type LayoutOptions, type OpOptions } from './common';

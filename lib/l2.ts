@@ -1,6 +1,7 @@
 /**
- * L2-norm key ranking (Devoto et al., arXiv 2406.11430; ALGORITHMS.md §2): keys with a low L2 norm
- * draw high attention later, so keep the lowest-norm keys. Needs no attention scores.
+ * L2-norm key ranking (Devoto et al., arXiv 2406.11430; docs/ALGORITHMS.md, "L2-norm key ranking"):
+ * keys with a low L2 norm draw high attention later, so keep the lowest-norm keys. Needs no
+ * attention scores.
  */
 import { native } from './native';
 import { arange, check4d, checkCapacity, checkLengths, layoutCode, opStream, sameDevice, shape4, withScope, type LayoutOptions, type OpOptions } from './common';

@@ -3,18 +3,7 @@
  * positions, and eviction (compacting K and V to the kept positions, so memory is really freed).
  */
 import { native } from './native';
-import {
-  check4d,
-  checkLengths,
-  layoutCode,
-  opStream,
-  sameDevice,
-  shape4,
-  withScope,
-  type Layout,
-  type LayoutOptions,
-  type OpOptions,
-} from './common';
+import { check4d, checkLengths, layoutCode, opStream, sameDevice, shape4, withScope, type Layout, type LayoutOptions, type OpOptions } from './common';
 import { checkTensor, Tensor } from './tensor';
 import { checkInt, checkOneOf, checkOptions, invalidText } from './validate';
 

@@ -1,21 +1,9 @@
 /**
- * SnapKV (arXiv 2404.14469; ALGORITHMS.md §1): the last W queries of the prompt vote for the
- * prefix keys they attend to; the top-voted keys and the window are kept.
+ * SnapKV (arXiv 2404.14469; docs/ALGORITHMS.md, "SnapKV"): the last W queries of the prompt vote
+ * for the prefix keys they attend to; the top-voted keys and the window are kept.
  */
 import { native } from './native';
-import {
-  arange,
-  check4d,
-  checkCapacity,
-  checkLengths,
-  layoutCode,
-  opStream,
-  sameDevice,
-  shape4,
-  withScope,
-  type LayoutOptions,
-  type OpOptions,
-} from './common';
+import { arange, check4d, checkCapacity, checkLengths, layoutCode, opStream, sameDevice, shape4, withScope, type LayoutOptions, type OpOptions } from './common';
 import type { Compacted } from './select';
 import { checkTensor, Tensor } from './tensor';
 import { checkInt, checkOneOf, checkOptions, invalidText } from './validate';

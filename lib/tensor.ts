@@ -344,32 +344,15 @@ function checkNumbers(op: string, data: readonly unknown[]): readonly number[] {
   return data as readonly number[];
 }
 
+/** The typed array that holds a dtype's raw bits (f16/bf16: their 16-bit patterns). */
+const RAW_ARRAY = { f32: Float32Array, f16: Uint16Array, bf16: Uint16Array, i32: Int32Array, u8: Uint8Array } as const;
+
 function rawArrayFor(dtype: DType, n: number): Float32Array | Uint16Array | Int32Array | Uint8Array {
-  switch (dtype) {
-    case 'f32':
-      return new Float32Array(n);
-    case 'f16':
-    case 'bf16':
-      return new Uint16Array(n);
-    case 'i32':
-      return new Int32Array(n);
-    case 'u8':
-      return new Uint8Array(n);
-  }
+  return new RAW_ARRAY[dtype](n);
 }
 
 function rawView(dtype: DType, ab: ArrayBuffer): Float32Array | Uint16Array | Int32Array | Uint8Array {
-  switch (dtype) {
-    case 'f32':
-      return new Float32Array(ab);
-    case 'f16':
-    case 'bf16':
-      return new Uint16Array(ab);
-    case 'i32':
-      return new Int32Array(ab);
-    case 'u8':
-      return new Uint8Array(ab);
-  }
+  return new RAW_ARRAY[dtype](ab);
 }
 
 function widen(raw: Float32Array | Uint16Array | Int32Array | Uint8Array, dtype: DType): Float32Array | Int32Array | Uint8Array {

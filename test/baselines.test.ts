@@ -1,47 +1,28 @@
 /**
- * The baselines (ALGORITHMS.md §4): H2O (= Keyformer with no noise and tau 1), TOVA (the last
- * query's attention averaged over every query head, one selection per layer) and StreamingLLM
- * (sinks + recent window), plus evict's compaction, on the CPU backend against the float64
- * references on fresh random inputs; then the same cases on CUDA against the CPU backend.
+ * The baselines (docs/ALGORITHMS.md, "Baselines"): H2O (= Keyformer with no noise and tau 1),
+ * TOVA (the last query's attention averaged over every query head, one selection per layer) and
+ * StreamingLLM (sinks + recent window), plus evict's compaction. One case table of h2o and tova
+ * (every layout x dtype, GQA, seqLens) runs on every backend: the CPU backend against the float64
+ * references in reference/, a CUDA device against the CPU backend on the same inputs.
  */
 import { describe, expect, it } from 'vitest';
 import { evict, h2o, keyformer, streaming, tova, Tensor, type Device, type DType } from '../lib/index';
-import { cudaDevices, describeCuda, expectClose, expectIdentical, expectKvsiftError, expectSameBytes, testRng, tolerance, type Rng } from './helpers';
-import {
-  accumulate as refAccumulate,
-  fromLayout,
-  gatherRows,
-  selectRecent,
-  shapeIn,
-  streamingSelect,
-  toLayout,
-  topkPositions,
-  tovaScores,
-  type Cache4,
-  type Layout,
-} from './reference/keyformer';
+import { describeCuda, cudaDevices, describeEachDevice, expectClose, expectIdentical, expectKvsiftError, expectSameBytes, LAYOUT_DTYPES, LAYOUTS, makeCache, qkCaches, testRng, tolerance, type Rng } from './helpers';
+import { streamingSelect, tovaScores } from '../reference/baselines';
+import { accumulate as refAccumulate, selectRecent } from '../reference/keyformer';
+import { fromLayout, shapeIn, toLayout, type Layout } from '../reference/layout';
+import { gatherRows, topkPositions } from '../reference/select';
 
-const LAYOUTS: Layout[] = ['bhsd', 'bshd'];
-const DTYPES: ('f32' | 'f16' | 'bf16')[] = ['f32', 'f16', 'bf16'];
-const CASES = LAYOUTS.flatMap((layout) => DTYPES.map((dtype) => ({ layout, dtype })));
-
-function makeCache(data: Float32Array, dims: [number, number, number, number], dtype: DType, layout: Layout, device: Device = 'cpu'): { t: Tensor; ref: Cache4 } {
-  const [B, H, S, D] = dims;
-  const t = Tensor.from(toLayout({ data, B, H, S, D }, layout), { shape: shapeIn(layout, B, H, S, D), dtype, device });
-  return { t, ref: fromLayout(t.toArray(), layout, B, H, S, D) };
-}
-
-/** Queries [B, Hq, T, D] and keys [B, Hkv, N, D] with logits of order 1, odd sizes, GQA. */
-function qk(rng: Rng, dtype: DType, layout: Layout, T: number, big = false, device: Device = 'cpu') {
+/** Queries and keys (helpers' qkCaches) of odd sizes, GQA; small on the CPU, larger on CUDA. */
+function qk(rng: Rng, dtype: DType, layout: Layout, T: number, device: Device = 'cpu') {
+  const big = device !== 'cpu';
   const Hkv = rng.int(1, 3);
   const Hq = Hkv * rng.int(1, 4);
   const B = rng.int(1, 3);
   const N = Math.max(T, big ? rng.int(300, 1200) : rng.int(9, 71));
   const D = big ? [64, 128, 96][rng.int(0, 2)] : rng.int(2, 40);
-  const std = Math.pow(D, -0.25) * 1.5;
-  const q = makeCache(rng.normalArray(B * Hq * T * D, 0, std), [B, Hq, T, D], dtype, layout, device);
-  const k = makeCache(rng.normalArray(B * Hkv * N * D, 0, std), [B, Hkv, N, D], dtype, layout, device);
-  return { B, Hq, Hkv, N, D, T, q, k };
+  const { q, k, cpu } = qkCaches(rng, { B, Hq, Hkv, T, N, D }, dtype, layout, device);
+  return { B, Hq, Hkv, N, D, T, q, k, cpu };
 }
 
 /**
@@ -65,37 +46,71 @@ function expectTopkClose(got: ArrayLike<number>, scores: ArrayLike<number>, len:
   for (const p of ref) if (!gotSet.has(p)) expect(scores[p], `${label}: missing position ${p}`).toBeLessThanOrEqual(threshold + tol);
 }
 
-describe('h2o (cpu)', () => {
-  for (const { layout, dtype } of CASES) {
-    it(`accumulate equals keyformer.accumulate with noise 'none', tau 1, and the reference, ${layout} ${dtype}`, () => {
+describeEachDevice('baselines', (device) => {
+  const onCpu = device === 'cpu';
+
+  for (const { layout, dtype } of LAYOUT_DTYPES) {
+    it(`h2o.accumulate is keyformer.accumulate with noise 'none' and tau 1, ${layout} ${dtype}, seqLens`, () => {
       const rng = testRng();
       const T = rng.int(1, 4);
-      const p = qk(rng, dtype, layout, T);
+      const p = qk(rng, dtype, layout, T, device);
       const init = rng.uniformArray(p.B * p.Hkv * p.N, 0, 2);
       const seqLens = Array.from({ length: p.B }, () => rng.int(T, p.N));
+      const shape = [p.B, p.Hkv, p.N];
       for (const lens of [undefined, seqLens]) {
-        const a = Tensor.from(init, { shape: [p.B, p.Hkv, p.N], device: 'cpu' });
-        const b = Tensor.from(init, { shape: [p.B, p.Hkv, p.N], device: 'cpu' });
+        const a = Tensor.from(init, { shape, device });
+        const b = Tensor.from(init, { shape, device });
         expect(h2o.accumulate(p.q.t, p.k.t, a, { layout, seqLens: lens })).toBe(a);
         keyformer.accumulate(p.q.t, p.k.t, b, { tau: 1, seed: rng.u32(), step: rng.u32(), noise: 'none', layout, seqLens: lens });
         expectSameBytes(a.toArray() as Float32Array, b.toArray() as Float32Array, 'h2o vs keyformer');
-        expectClose(a.toArray(), refAccumulate(p.q.ref, p.k.ref, init, { tau: 1, noise: 'none', seqLens: lens }), { rtol: 1e-6, atol: 1e-6, shape: [p.B, p.Hkv, p.N] });
+        if (onCpu) {
+          expectClose(a.toArray(), refAccumulate(p.q.ref, p.k.ref, init, { tau: 1, noise: 'none', seqLens: lens }), { rtol: 1e-6, atol: 1e-6, shape });
+        } else {
+          const c = Tensor.from(init, { shape, device: 'cpu' });
+          h2o.accumulate(p.cpu.q, p.cpu.k, c, { layout, seqLens: lens });
+          expectClose(a.toArray(), c.toArray(), { ...tolerance(dtype), shape });
+        }
+      }
+    });
+
+    it(`tova.select is the reference's (last query, mean over all Hq heads, [B, 1, C]), ${layout} ${dtype}`, () => {
+      const rng = testRng();
+      const p = qk(rng, dtype, layout, 1, device);
+      const capacity = onCpu ? rng.int(1, p.N) : rng.int(Math.min(16, p.N), Math.min(256, p.N));
+      const seqLens = Array.from({ length: p.B }, () => rng.int(capacity, p.N));
+      for (const lens of [undefined, seqLens]) {
+        const pos = tova.select(p.q.t, p.k.t, { capacity, layout, seqLens: lens });
+        expect(pos.device).toBe(device);
+        expect(pos.shape).toEqual([p.B, 1, capacity]);
+        expect(pos.dtype).toBe('i32');
+        const got = pos.toArray() as Int32Array;
+        const scores = tovaScores(p.q.ref, p.k.ref, lens);
+        for (let b = 0; b < p.B; b++) {
+          const L = lens ? lens[b] : p.N;
+          expectTopkClose(got.subarray(b * capacity, (b + 1) * capacity), scores.subarray(b * p.N, (b + 1) * p.N), L, capacity, onCpu ? 1e-5 : 1e-4, `batch ${b}`);
+        }
+        // one selection for every head: evict gathers the same rows from each
+        const out = evict(p.k.t, p.k.t, pos, { layout });
+        expect(out.keys.shape).toEqual(shapeIn(layout, p.B, p.Hkv, capacity, p.D));
+        expectIdentical(out.positions.toArray(), got);
+        expectIdentical(fromLayout(out.keys.toArray(), layout, p.B, p.Hkv, capacity, p.D).data, gatherRows(p.k.ref, got, 1, capacity).data, 'keys');
       }
     });
   }
 
-  it('select equals the reference and keyformer.select, recent always kept', () => {
+  it('h2o.select is the reference (CUDA: the CPU backend) and keyformer.select, recent always kept', () => {
     const rng = testRng();
-    for (let rep = 0; rep < 5; rep++) {
-      const [B, H, N] = [rng.int(1, 3), rng.int(1, 5), rng.int(4, 80)];
-      const capacity = rng.int(1, N);
-      const recent = rng.int(0, capacity);
-      const scores = Float32Array.from({ length: B * H * N }, () => rng.int(0, 15) / 8);
+    for (let rep = 0; rep < (onCpu ? 5 : 1); rep++) {
+      const [B, H, N] = onCpu ? [rng.int(1, 3), rng.int(1, 5), rng.int(4, 80)] : [2, 4, rng.int(500, 3000)];
+      const capacity = onCpu ? rng.int(1, N) : rng.int(64, 400);
+      const recent = onCpu ? rng.int(0, capacity) : rng.int(0, 32);
+      const scores = Float32Array.from({ length: B * H * N }, () => rng.int(0, onCpu ? 15 : 99) / (onCpu ? 8 : 4));
       const seqLens = Array.from({ length: B }, () => rng.int(capacity, N));
-      const t = Tensor.from(scores, { shape: [B, H, N], device: 'cpu' });
+      const t = Tensor.from(scores, { shape: [B, H, N], device });
+      const cpu = onCpu ? t : Tensor.from(scores, { shape: [B, H, N], device: 'cpu' });
       for (const lens of [undefined, seqLens]) {
         const got = h2o.select(t, { capacity, recent, seqLens: lens }).toArray() as Int32Array;
-        expectIdentical(got, selectRecent(scores, B, H, N, { capacity, recent, seqLens: lens }));
+        expectIdentical(got, onCpu ? selectRecent(scores, B, H, N, { capacity, recent, seqLens: lens }) : h2o.select(cpu, { capacity, recent, seqLens: lens }).toArray());
         expectIdentical(got, keyformer.select(t, { capacity, recent, seqLens: lens }).toArray());
         for (let r = 0; r < B * H; r++) {
           const L = lens ? lens[Math.floor(r / H)] : N;
@@ -105,7 +120,9 @@ describe('h2o (cpu)', () => {
       }
     }
   });
+});
 
+describe('h2o: validation', () => {
   it('rejects bad input naming the argument, leaving scores unchanged', () => {
     const q = Tensor.zeros([1, 2, 1, 4], 'f32', 'cpu');
     const k = Tensor.zeros([1, 2, 6, 4], 'f32', 'cpu');
@@ -129,32 +146,7 @@ describe('h2o (cpu)', () => {
   });
 });
 
-describe('tova (cpu)', () => {
-  for (const { layout, dtype } of CASES) {
-    it(`select equals the reference (last query, mean over all Hq heads, [B, 1, C]), ${layout} ${dtype}`, () => {
-      const rng = testRng();
-      const p = qk(rng, dtype, layout, 1);
-      const capacity = rng.int(1, p.N);
-      const seqLens = Array.from({ length: p.B }, () => rng.int(capacity, p.N));
-      for (const lens of [undefined, seqLens]) {
-        const pos = tova.select(p.q.t, p.k.t, { capacity, layout, seqLens: lens });
-        expect(pos.shape).toEqual([p.B, 1, capacity]);
-        expect(pos.dtype).toBe('i32');
-        const got = pos.toArray() as Int32Array;
-        const scores = tovaScores(p.q.ref, p.k.ref, lens);
-        for (let b = 0; b < p.B; b++) {
-          const L = lens ? lens[b] : p.N;
-          expectTopkClose(got.subarray(b * capacity, (b + 1) * capacity), scores.subarray(b * p.N, (b + 1) * p.N), L, capacity, 1e-5, `batch ${b}`);
-        }
-        // one selection for every head: evict gathers the same rows from each
-        const out = evict(p.k.t, p.k.t, pos, { layout });
-        expect(out.keys.shape).toEqual(shapeIn(layout, p.B, p.Hkv, capacity, p.D));
-        expectIdentical(out.positions.toArray(), got);
-        expectIdentical(fromLayout(out.keys.toArray(), layout, p.B, p.Hkv, capacity, p.D).data, gatherRows(p.k.ref, got, 1, capacity).data, 'keys');
-      }
-    });
-  }
-
+describe('tova: a hand-built case and validation', () => {
   it('averages over every query head: a token one head attends to is kept', () => {
     // head 1 (of 4, GQA groups of 2) looks only at token 5; the others attend uniformly
     const [N, D] = [12, 4];
@@ -240,7 +232,7 @@ describe('streaming (cpu)', () => {
 });
 
 describe('evict (cpu)', () => {
-  for (const { layout, dtype } of [...CASES, { layout: 'bshd' as Layout, dtype: 'i32' as const }]) {
+  for (const { layout, dtype } of [...LAYOUT_DTYPES, { layout: 'bshd' as Layout, dtype: 'i32' as const }]) {
     it(`compacts to exactly the gathered rows of a per-head selection, ${layout} ${dtype}`, () => {
       const rng = testRng();
       const [B, H, N, D] = [rng.int(1, 3), rng.int(1, 4), rng.int(10, 50), rng.int(1, 20)];
@@ -280,45 +272,10 @@ describe('evict (cpu)', () => {
   });
 });
 
-describeCuda('baselines on CUDA against the CPU backend', () => {
+describeCuda('evict and streaming.select on CUDA against the CPU backend', () => {
   const dev = (cudaDevices()[0] ?? 'cuda:0') as Device;
-  for (const { layout, dtype } of CASES) {
-    it(`h2o.accumulate and tova.select, ${layout} ${dtype}`, () => {
-      const rng = testRng();
-      const T = rng.int(1, 4);
-      const p = qk(rng, dtype, layout, T, true);
-      const init = rng.uniformArray(p.B * p.Hkv * p.N, 0, 2);
-      const seqLens = Array.from({ length: p.B }, () => rng.int(T, p.N));
-      const qg = p.q.t.to(dev);
-      const kg = p.k.t.to(dev);
-      for (const lens of [undefined, seqLens]) {
-        const sc = Tensor.from(init, { shape: [p.B, p.Hkv, p.N], device: 'cpu' });
-        const sg = sc.to(dev);
-        h2o.accumulate(p.q.t, p.k.t, sc, { layout, seqLens: lens });
-        h2o.accumulate(qg, kg, sg, { layout, seqLens: lens });
-        expectClose(sg.toArray(), sc.toArray(), { ...tolerance(dtype), shape: [p.B, p.Hkv, p.N] });
-      }
-      // TOVA: the last query of the same problem
-      const q1 = makeCache(rng.normalArray(p.B * p.Hq * p.D, 0, Math.pow(p.D, -0.25) * 1.5), [p.B, p.Hq, 1, p.D], dtype, layout);
-      const capacity = rng.int(16, Math.min(256, p.N));
-      const lens1 = Array.from({ length: p.B }, () => rng.int(capacity, p.N));
-      for (const lens of [undefined, lens1]) {
-        const pg = tova.select(q1.t.to(dev), kg, { capacity, layout, seqLens: lens });
-        expect(pg.device).toBe(dev);
-        expect(pg.shape).toEqual([p.B, 1, capacity]);
-        const got = pg.toArray() as Int32Array;
-        const scores = tovaScores(q1.ref, p.k.ref, lens);
-        for (let b = 0; b < p.B; b++) {
-          expectTopkClose(got.subarray(b * capacity, (b + 1) * capacity), scores.subarray(b * p.N, (b + 1) * p.N), lens ? lens[b] : p.N, capacity, 1e-4, `batch ${b}`);
-        }
-        const og = evict(kg, kg, pg, { layout });
-        const oc = evict(p.k.t, p.k.t, pg.to('cpu'), { layout });
-        expectIdentical(og.keys.toArray(), oc.keys.toArray(), 'tova evict');
-      }
-    });
-  }
 
-  it('h2o.select, streaming.select and evict match the CPU backend exactly', () => {
+  it('per-head and broadcast positions evict exactly the CPU backend\'s rows', () => {
     const rng = testRng();
     const [B, H, N, D] = [2, 4, rng.int(500, 3000), 128];
     const scores = Float32Array.from({ length: B * H * N }, () => rng.int(0, 99) / 4);

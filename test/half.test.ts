@@ -41,63 +41,50 @@ function referenceRound(x: number, mantBits: number, expBits: number): number {
   return sign | bits;
 }
 
+/** Hand-picked roundings: a value, then the f16 and the bf16 bits it rounds to (null: that format's case list leaves it out). */
+const ROUNDINGS: [string, number, number | null, number | null][] = [
+  ['0', 0, 0x0000, 0x0000],
+  ['-0', -0, 0x8000, 0x8000],
+  ['1', 1, 0x3c00, 0x3f80],
+  ['-2', -2, 0xc000, 0xc000],
+  ['1/3', 1 / 3, 0x3555, null],
+  ['65504 (max)', 65504, 0x7bff, null],
+  ['65519.99 rounds down to 65504', 65519.99, 0x7bff, null],
+  ['65520 (tie at the top) rounds to Inf', 65520, 0x7c00, null],
+  ['-65520 rounds to -Inf', -65520, 0xfc00, null],
+  ['3.4e38 overflows', 3.4028235e38, 0x7c00, null],
+  ['max subnormal 1023 * 2^-24', 1023 * 2 ** -24, 0x03ff, null],
+  ['min subnormal 2^-24', 2 ** -24, 0x0001, null],
+  ['-2^-24', -(2 ** -24), 0x8001, null],
+  ['min normal 2^-14', 2 ** -14, 0x0400, null],
+  ['1023.5 * 2^-24 (tie) rounds up to the min normal', 1023.5 * 2 ** -24, 0x0400, null],
+  ['2^-25 (tie) rounds to 0', 2 ** -25, 0x0000, null],
+  ['-2^-25 (tie) rounds to -0', -(2 ** -25), 0x8000, null],
+  ['3 * 2^-25 (tie) rounds to 2 * 2^-24', 3 * 2 ** -25, 0x0002, null],
+  ['2^-25 + 2^-40 rounds up', 2 ** -25 + 2 ** -40, 0x0001, null],
+  ['2^-26 underflows', 2 ** -26, 0x0000, null],
+  ['f32 min subnormal underflows', 1.401298464324817e-45, 0x0000, null],
+  ['1 + 2^-11 (tie) rounds to 1', 1 + 2 ** -11, 0x3c00, null],
+  ['1 + 3 * 2^-11 (tie) rounds to 1 + 2^-9', 1 + 3 * 2 ** -11, 0x3c02, null],
+  ['1 + 2^-11 + 2^-23 rounds up', 1 + 2 ** -11 + 2 ** -23, 0x3c01, null],
+  ['2047.5 (tie) rounds to 2048', 2047.5, 0x6800, null],
+  ['Infinity', Infinity, 0x7c00, 0x7f80],
+  ['-Infinity', -Infinity, 0xfc00, 0xff80],
+  ['1 + 2^-8 (tie) rounds to 1', 1 + 2 ** -8, null, 0x3f80],
+  ['1 + 3 * 2^-8 (tie) rounds to 1 + 2^-6', 1 + 3 * 2 ** -8, null, 0x3f82],
+  ['1 + 2^-8 + 2^-20 rounds up', 1 + 2 ** -8 + 2 ** -20, null, 0x3f81],
+  ['max bf16 3.3895314e38 stays', fromBits(0x7f7f0000), null, 0x7f7f],
+  ['3.4028235e38 (max f32) rounds to Inf', 3.4028235e38, null, 0x7f80],
+  ['-3.4028235e38 rounds to -Inf', -3.4028235e38, null, 0xff80],
+  ['just below the overflow tie stays finite', fromBits(0x7f7f7fff), null, 0x7f7f],
+  ['the overflow tie rounds to Inf (odd mantissa)', fromBits(0x7f7f8000), null, 0x7f80],
+  ['f32 min subnormal rounds to 0', fromBits(0x00000001), null, 0x0000],
+  ['subnormal tie rounds to even 0', fromBits(0x00008000), null, 0x0000],
+  ['subnormal tie rounds to even 2', fromBits(0x00018000), null, 0x0002],
+  ['2^-133 is the min bf16 subnormal', 2 ** -133, null, 0x0001],
+];
+
 describe('f32ToF16', () => {
-  const cases: [string, number, number][] = [
-    ['0', 0, 0x0000],
-    ['-0', -0, 0x8000],
-    ['1', 1, 0x3c00],
-    ['-2', -2, 0xc000],
-    ['1/3', 1 / 3, 0x3555],
-    ['65504 (max)', 65504, 0x7bff],
-    ['65519.99 rounds down to 65504', 65519.99, 0x7bff],
-    ['65520 (tie at the top) rounds to Inf', 65520, 0x7c00],
-    ['-65520 rounds to -Inf', -65520, 0xfc00],
-    ['3.4e38 overflows', 3.4028235e38, 0x7c00],
-    ['max subnormal 1023 * 2^-24', 1023 * 2 ** -24, 0x03ff],
-    ['min subnormal 2^-24', 2 ** -24, 0x0001],
-    ['-2^-24', -(2 ** -24), 0x8001],
-    ['min normal 2^-14', 2 ** -14, 0x0400],
-    ['1023.5 * 2^-24 (tie) rounds up to the min normal', 1023.5 * 2 ** -24, 0x0400],
-    ['2^-25 (tie) rounds to 0', 2 ** -25, 0x0000],
-    ['-2^-25 (tie) rounds to -0', -(2 ** -25), 0x8000],
-    ['3 * 2^-25 (tie) rounds to 2 * 2^-24', 3 * 2 ** -25, 0x0002],
-    ['2^-25 + 2^-40 rounds up', 2 ** -25 + 2 ** -40, 0x0001],
-    ['2^-26 underflows', 2 ** -26, 0x0000],
-    ['f32 min subnormal underflows', 1.401298464324817e-45, 0x0000],
-    ['1 + 2^-11 (tie) rounds to 1', 1 + 2 ** -11, 0x3c00],
-    ['1 + 3 * 2^-11 (tie) rounds to 1 + 2^-9', 1 + 3 * 2 ** -11, 0x3c02],
-    ['1 + 2^-11 + 2^-23 rounds up', 1 + 2 ** -11 + 2 ** -23, 0x3c01],
-    ['2047.5 (tie) rounds to 2048', 2047.5, 0x6800],
-    ['Infinity', Infinity, 0x7c00],
-    ['-Infinity', -Infinity, 0xfc00],
-  ];
-  it.each(cases)('%s', (_, value, bits) => {
-    expect(f32ToF16(value)).toBe(bits);
-  });
-
-  it('NaN stays NaN', () => {
-    for (const nan of [NaN, fromBits(0x7f800001), fromBits(0xffc00000), fromBits(0x7fffffff)]) {
-      const b = f32ToF16(nan);
-      expect(isF16NaN(b), `0x${b.toString(16)}`).toBe(true);
-      expect(b).toBeLessThanOrEqual(0xffff);
-    }
-  });
-
-  it('agrees with an independent reference on random f32 bit patterns', () => {
-    const rng = testRng();
-    const xs = rng.bits32AsF32(200_000);
-    for (let i = 0; i < xs.length; i++) {
-      const x = xs[i];
-      const want = referenceRound(x, 10, 5);
-      const got = f32ToF16(x);
-      if (want < 0) {
-        if (!isF16NaN(got)) throw new Error(`f32ToF16(NaN bits 0x${u32Of(x)}) = 0x${got.toString(16)}`);
-      } else if (got !== want) {
-        throw new Error(`f32ToF16(${x}) = 0x${got.toString(16)}, reference 0x${want.toString(16)}`);
-      }
-    }
-  });
-
   it('agrees with the reference around every f16 rounding boundary', () => {
     // midpoints between consecutive f16 values, and the f32 neighbours on either side
     for (let b = 0; b < 0x7c00; b++) {
@@ -115,59 +102,71 @@ describe('f32ToF16', () => {
   });
 });
 
-describe('f16ToF32', () => {
-  const cases: [number, number][] = [
-    [0x0000, 0],
-    [0x8000, -0],
-    [0x3c00, 1],
-    [0xc000, -2],
-    [0x3555, 0.333251953125],
-    [0x7bff, 65504],
-    [0x03ff, 1023 * 2 ** -24],
-    [0x0001, 2 ** -24],
-    [0x8001, -(2 ** -24)],
-    [0x0400, 2 ** -14],
-    [0x7c00, Infinity],
-    [0xfc00, -Infinity],
-  ];
-  it.each(cases)('0x%s', (bits, value) => {
-    expect(Object.is(f16ToF32(bits), value)).toBe(true);
+/** Widenings: each format's bit patterns and the exact f32 values they stand for; NaN patterns. */
+const WIDENINGS = [
+  {
+    name: 'f16ToF32',
+    widen: f16ToF32,
+    nans: [0x7c01, 0x7e00, 0x7fff, 0xfc01, 0xfe00],
+    cases: [
+      [0x0000, 0],
+      [0x8000, -0],
+      [0x3c00, 1],
+      [0xc000, -2],
+      [0x3555, 0.333251953125],
+      [0x7bff, 65504],
+      [0x03ff, 1023 * 2 ** -24],
+      [0x0001, 2 ** -24],
+      [0x8001, -(2 ** -24)],
+      [0x0400, 2 ** -14],
+      [0x7c00, Infinity],
+      [0xfc00, -Infinity],
+    ] as [number, number][],
+  },
+  {
+    name: 'bf16ToF32',
+    widen: bf16ToF32,
+    nans: [0x7f81, 0x7fc0, 0xffff],
+    cases: [
+      [0x0000, 0],
+      [0x8000, -0],
+      [0x3f80, 1],
+      [0xc000, -2],
+      [0x3f82, 1 + 2 ** -6],
+      [0x0001, 2 ** -133],
+      [0x7f7f, fromBits(0x7f7f0000)],
+      [0x7f80, Infinity],
+      [0xff80, -Infinity],
+    ] as [number, number][],
+  },
+];
+
+describe.each(WIDENINGS)('$name', (fmt) => {
+  it.each(fmt.cases)('0x%s', (bits, value) => {
+    expect(Object.is(fmt.widen(bits), value)).toBe(true);
   });
 
   it('NaN patterns widen to NaN', () => {
-    for (const b of [0x7c01, 0x7e00, 0x7fff, 0xfc01, 0xfe00]) expect(f16ToF32(b)).toBeNaN();
+    for (const b of fmt.nans) expect(fmt.widen(b)).toBeNaN();
   });
 });
 
-describe('f32ToBf16', () => {
-  const cases: [string, number, number][] = [
-    ['0', 0, 0x0000],
-    ['-0', -0, 0x8000],
-    ['1', 1, 0x3f80],
-    ['-2', -2, 0xc000],
-    ['1 + 2^-8 (tie) rounds to 1', 1 + 2 ** -8, 0x3f80],
-    ['1 + 3 * 2^-8 (tie) rounds to 1 + 2^-6', 1 + 3 * 2 ** -8, 0x3f82],
-    ['1 + 2^-8 + 2^-20 rounds up', 1 + 2 ** -8 + 2 ** -20, 0x3f81],
-    ['max bf16 3.3895314e38 stays', fromBits(0x7f7f0000), 0x7f7f],
-    ['3.4028235e38 (max f32) rounds to Inf', 3.4028235e38, 0x7f80],
-    ['-3.4028235e38 rounds to -Inf', -3.4028235e38, 0xff80],
-    ['just below the overflow tie stays finite', fromBits(0x7f7f7fff), 0x7f7f],
-    ['the overflow tie rounds to Inf (odd mantissa)', fromBits(0x7f7f8000), 0x7f80],
-    ['f32 min subnormal rounds to 0', fromBits(0x00000001), 0x0000],
-    ['subnormal tie rounds to even 0', fromBits(0x00008000), 0x0000],
-    ['subnormal tie rounds to even 2', fromBits(0x00018000), 0x0002],
-    ['2^-133 is the min bf16 subnormal', 2 ** -133, 0x0001],
-    ['Infinity', Infinity, 0x7f80],
-    ['-Infinity', -Infinity, 0xff80],
-  ];
-  it.each(cases)('%s', (_, value, bits) => {
-    expect(f32ToBf16(value)).toBe(bits);
+/** What f32ToF16 and f32ToBf16 share: NaN stays NaN, and the reference on random bit patterns. */
+const FORMATS = [
+  { name: 'f32ToF16', column: 2 as const, round: f32ToF16, isNaN: isF16NaN, mantBits: 10, expBits: 5, nans: [NaN, fromBits(0x7f800001), fromBits(0xffc00000), fromBits(0x7fffffff)] },
+  // bf16 also when only low mantissa bits are set (a truncation would make those infinities)
+  { name: 'f32ToBf16', column: 3 as const, round: f32ToBf16, isNaN: isBf16NaN, mantBits: 7, expBits: 8, nans: [NaN, fromBits(0x7f800001), fromBits(0xff800001), fromBits(0x7fc00000), fromBits(0x7f80ffff)] },
+];
+
+describe.each(FORMATS)('$name on every class of f32', (fmt) => {
+  it.each(ROUNDINGS.filter((c) => c[fmt.column] !== null))('%s', (_, value, ...bits) => {
+    expect(fmt.round(value)).toBe(bits[fmt.column - 2]);
   });
 
-  it('NaN stays NaN, also when only low mantissa bits are set', () => {
-    for (const nan of [NaN, fromBits(0x7f800001), fromBits(0xff800001), fromBits(0x7fc00000), fromBits(0x7f80ffff)]) {
-      const b = f32ToBf16(nan);
-      expect(isBf16NaN(b), `0x${b.toString(16)}`).toBe(true);
+  it('NaN stays NaN', () => {
+    for (const nan of fmt.nans) {
+      const b = fmt.round(nan);
+      expect(fmt.isNaN(b), `0x${b.toString(16)}`).toBe(true);
       expect(b).toBeLessThanOrEqual(0xffff);
     }
   });
@@ -177,35 +176,14 @@ describe('f32ToBf16', () => {
     const xs = rng.bits32AsF32(200_000);
     for (let i = 0; i < xs.length; i++) {
       const x = xs[i];
-      const want = referenceRound(x, 7, 8);
-      const got = f32ToBf16(x);
+      const want = referenceRound(x, fmt.mantBits, fmt.expBits);
+      const got = fmt.round(x);
       if (want < 0) {
-        if (!isBf16NaN(got)) throw new Error(`f32ToBf16(NaN bits 0x${u32Of(x)}) = 0x${got.toString(16)}`);
+        if (!fmt.isNaN(got)) throw new Error(`${fmt.name}(NaN bits 0x${u32Of(x)}) = 0x${got.toString(16)}`);
       } else if (got !== want) {
-        throw new Error(`f32ToBf16(${x}) = 0x${got.toString(16)}, reference 0x${want.toString(16)}`);
+        throw new Error(`${fmt.name}(${x}) = 0x${got.toString(16)}, reference 0x${want.toString(16)}`);
       }
     }
-  });
-});
-
-describe('bf16ToF32', () => {
-  const cases: [number, number][] = [
-    [0x0000, 0],
-    [0x8000, -0],
-    [0x3f80, 1],
-    [0xc000, -2],
-    [0x3f82, 1 + 2 ** -6],
-    [0x0001, 2 ** -133],
-    [0x7f7f, fromBits(0x7f7f0000)],
-    [0x7f80, Infinity],
-    [0xff80, -Infinity],
-  ];
-  it.each(cases)('0x%s', (bits, value) => {
-    expect(Object.is(bf16ToF32(bits), value)).toBe(true);
-  });
-
-  it('NaN patterns widen to NaN', () => {
-    for (const b of [0x7f81, 0x7fc0, 0xffff]) expect(bf16ToF32(b)).toBeNaN();
   });
 });
 

@@ -1,11 +1,16 @@
 /**
  * Shared test utilities: a seeded PRNG whose seed is printed when a test fails (replay with
- * KVSIFT_TEST_SEED=<seed>), random tensor data, the devices to run on, CUDA suites that skip
- * visibly, per-dtype tolerances and a closeness check that names the worst element.
+ * KVSIFT_TEST_SEED=<seed>), random tensor data, the devices to run on, suites run once per
+ * backend, CUDA suites that skip visibly, cache fixtures in either layout, per-dtype tolerances
+ * and a closeness check that names the worst element.
  */
 import { randomBytes } from 'node:crypto';
-import { describe, expect, it, onTestFailed } from 'vitest';
-import { buildInfo, cudaDeviceCount, devices, KvsiftError, type Device, type DType } from '../lib/index';
+import { afterEach, describe, expect, it, onTestFailed } from 'vitest';
+import { buildInfo, cudaDeviceCount, devices, KvsiftError, Tensor, type Device, type DType } from '../lib/index';
+import { bshdToBhsd, fromLayout, shapeIn, toLayout, type Cache4, type Layout } from '../reference/layout';
+import { Rng } from './rng';
+
+export { Rng };
 
 // ---------------------------------------------------------------------------------------------
 // Seeds and random numbers
@@ -32,114 +37,6 @@ function mixSeed(seed: number, label: string): number {
     h = Math.imul(h, 0x01000193) >>> 0;
   }
   return h >>> 0;
-}
-
-/** mulberry32: tiny, fast, and good enough for test inputs (not for statistics). */
-export class Rng {
-  private state: number;
-  private spare: number | null = null;
-
-  constructor(readonly seed: number) {
-    this.state = seed >>> 0;
-  }
-
-  /** A uniform 32-bit unsigned integer. */
-  u32(): number {
-    this.state = (this.state + 0x6d2b79f5) >>> 0;
-    let t = this.state;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return (t ^ (t >>> 14)) >>> 0;
-  }
-
-  /** Uniform in [0, 1). */
-  float(): number {
-    return this.u32() / 4294967296;
-  }
-
-  /** Uniform in [lo, hi). */
-  uniform(lo: number, hi: number): number {
-    return lo + (hi - lo) * this.float();
-  }
-
-  /** Uniform integer in [lo, hi] (both inclusive). */
-  int(lo: number, hi: number): number {
-    return lo + Math.floor(this.float() * (hi - lo + 1));
-  }
-
-  /** Standard normal (Box-Muller; the second value of each pair is kept for the next call). */
-  normal(mean = 0, std = 1): number {
-    if (this.spare !== null) {
-      const z = this.spare;
-      this.spare = null;
-      return mean + std * z;
-    }
-    let u = 0;
-    while (u === 0) u = this.float(); // log(0) would be -Infinity
-    const v = this.float();
-    const r = Math.sqrt(-2 * Math.log(u));
-    this.spare = r * Math.sin(2 * Math.PI * v);
-    return mean + std * r * Math.cos(2 * Math.PI * v);
-  }
-
-  /** n normal samples. */
-  normalArray(n: number, mean = 0, std = 1): Float32Array {
-    const out = new Float32Array(n);
-    for (let i = 0; i < n; i++) out[i] = this.normal(mean, std);
-    return out;
-  }
-
-  /** n uniform samples in [lo, hi). */
-  uniformArray(n: number, lo = 0, hi = 1): Float32Array {
-    const out = new Float32Array(n);
-    for (let i = 0; i < n; i++) out[i] = this.uniform(lo, hi);
-    return out;
-  }
-
-  /** n uniform integers in [lo, hi]. */
-  intArray(n: number, lo: number, hi: number): Int32Array {
-    const out = new Int32Array(n);
-    for (let i = 0; i < n; i++) out[i] = this.int(lo, hi);
-    return out;
-  }
-
-  /** n random bytes. */
-  bytes(n: number): Uint8Array {
-    const out = new Uint8Array(n);
-    for (let i = 0; i < n; i++) out[i] = this.u32() & 0xff;
-    return out;
-  }
-
-  /** n random 16-bit patterns (every f16/bf16 value, NaNs and infinities included). */
-  bits16(n: number): Uint16Array {
-    const out = new Uint16Array(n);
-    for (let i = 0; i < n; i++) out[i] = this.u32() & 0xffff;
-    return out;
-  }
-
-  /** n random 32-bit patterns viewed as f32 (every f32 value, NaNs included). */
-  bits32AsF32(n: number): Float32Array {
-    const u = new Uint32Array(n);
-    for (let i = 0; i < n; i++) u[i] = this.u32();
-    return new Float32Array(u.buffer);
-  }
-
-  /** Fisher-Yates, in place. */
-  shuffle<T>(a: T[]): T[] {
-    for (let i = a.length - 1; i > 0; i--) {
-      const j = this.int(0, i);
-      [a[i], a[j]] = [a[j], a[i]];
-    }
-    return a;
-  }
-
-  /** k distinct integers from [0, n), in random order. */
-  sample(n: number, k: number): number[] {
-    if (k > n) throw new Error(`sample: k=${k} > n=${n}`);
-    const picked = new Set<number>();
-    while (picked.size < k) picked.add(this.int(0, n - 1));
-    return [...picked];
-  }
 }
 
 /**
@@ -185,6 +82,12 @@ export function allDevices(): Device[] {
   return ['cpu', ...cudaDevices()];
 }
 
+/**
+ * Whether the CUDA device is the emulated one (KVSIFT_CUDA_EMULATE: its kernels run on the host's
+ * cores): case tables leave out their largest CUDA shapes there.
+ */
+export const CUDA_EMULATED: boolean = buildInfo.cudaArchitectures.includes('emulated');
+
 /** Why the CUDA suites are skipped ('' when they run). */
 export function cudaSkipReason(): string {
   if (cudaDeviceCount() > 0) return '';
@@ -201,11 +104,101 @@ export function describeCuda(name: string, fn: () => void): void {
   else describe.skip(`${name} [skipped: ${reason}]`, fn);
 }
 
+/**
+ * The case table of an op, once per backend: `body(device)` runs inside a describe named
+ * `${name} on ${device}` for 'cpu' and for every CUDA device; without one, a single CUDA suite is
+ * listed, skipped, like {@link describeCuda}. The body compares the CPU backend with the float64
+ * reference, and a CUDA device with the CPU backend on the same inputs.
+ *
+ * @example
+ * ```ts
+ * describeEachDevice('l2.norms', (device) => { for (const c of CASES) it(label(c), () => run(c, device)); });
+ * ```
+ */
+export function describeEachDevice(name: string, body: (device: Device) => void): void {
+  describe(`${name} on cpu`, () => body('cpu'));
+  const cuda = cudaDevices();
+  if (cuda.length === 0) describeCuda(`${name} on cuda`, () => body('cuda:0'));
+  else for (const device of cuda) describe(`${name} on ${device}`, () => body(device));
+}
+
 /** `it` for single tests that need a CUDA device; skipped visibly like {@link describeCuda}. */
 export function itCuda(name: string, fn: () => unknown | Promise<unknown>, timeout?: number): void {
   const reason = cudaSkipReason();
   if (reason === '') it(name, fn, timeout);
   else it.skip(`${name} [skipped: ${reason}]`, fn, timeout);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Fixtures
+
+export type FloatDType = 'f32' | 'f16' | 'bf16';
+export const LAYOUTS: readonly Layout[] = Object.freeze(['bhsd', 'bshd'] as const);
+export const FLOAT_DTYPES: readonly FloatDType[] = Object.freeze(['f32', 'f16', 'bf16'] as const);
+/** Every layout x float dtype: the smallest case table of a 4-D op. */
+export const LAYOUT_DTYPES: ReadonlyArray<{ layout: Layout; dtype: FloatDType }> = LAYOUTS.flatMap((layout) => FLOAT_DTYPES.map((dtype) => ({ layout, dtype })));
+
+/**
+ * Disposes, after each test, every tensor handed to `track` (or the three of a compressed cache
+ * handed to `trackAll`). Call once at the top of a test file.
+ */
+export function tensorScope(): { track: <T extends Tensor>(t: T) => T; trackAll: <T extends { keys: Tensor; values: Tensor; positions: Tensor }>(c: T) => T } {
+  const live: Tensor[] = [];
+  afterEach(() => {
+    for (const t of live.splice(0)) t.dispose();
+  });
+  const track = <T extends Tensor>(t: T): T => {
+    live.push(t);
+    return t;
+  };
+  const trackAll = <T extends { keys: Tensor; values: Tensor; positions: Tensor }>(c: T): T => {
+    live.push(c.keys, c.values, c.positions);
+    return c;
+  };
+  return { track, trackAll };
+}
+
+/**
+ * A cache tensor from logical [B, H, S, D] f32 data, stored in `layout` and `dtype` on `device`,
+ * and the reference's view of it: the values as the device holds them (rounded to the dtype),
+ * logical [B, H, S, D].
+ */
+export function makeCache(data: Float32Array, dims: readonly [number, number, number, number], dtype: DType, layout: Layout, device: Device = 'cpu'): { t: Tensor; ref: Cache4 } {
+  const [B, H, S, D] = dims;
+  const t = Tensor.from(toLayout({ data, B, H, S, D }, layout), { shape: shapeIn(layout, B, H, S, D), dtype, device });
+  return { t, ref: fromLayout(t.toArray(), layout, B, H, S, D) };
+}
+
+/**
+ * Queries [B, Hq, T, D] and keys [B, Hkv, N, D] with normal entries of std 1.5 D^-1/4, so the
+ * logits q.k/sqrt(D) are of order 1 (a softmax neither flat nor one-hot): on `device` with the
+ * reference's view, and `cpu`, the same inputs on the CPU backend (the same tensors on the CPU).
+ */
+export function qkCaches(rng: Rng, d: { B: number; Hq: number; Hkv: number; T: number; N: number; D: number }, dtype: DType, layout: Layout, device: Device = 'cpu') {
+  const { B, Hq, Hkv, T, N, D } = d;
+  const std = Math.pow(D, -0.25) * 1.5;
+  const qData = rng.normalArray(B * Hq * T * D, 0, std);
+  const kData = rng.normalArray(B * Hkv * N * D, 0, std);
+  const q = makeCache(qData, [B, Hq, T, D], dtype, layout, device);
+  const k = makeCache(kData, [B, Hkv, N, D], dtype, layout, device);
+  const cpu = device === 'cpu' ? { q: q.t, k: k.t } : { q: makeCache(qData, [B, Hq, T, D], dtype, layout).t, k: makeCache(kData, [B, Hkv, N, D], dtype, layout).t };
+  return { q, k, cpu };
+}
+
+/** The values a device sees after rounding f32 data to dtype, widened to f32 exactly. */
+export function rounded(data: Float32Array, dtype: FloatDType): Float32Array {
+  const t = Tensor.from(data, { dtype, device: 'cpu' });
+  const out = t.toArray() as Float32Array;
+  t.dispose();
+  return out;
+}
+
+/** A 4-D tensor's stored bits (Float32Array or Uint16Array) in logical bhsd order. */
+export function rawBhsd(t: Tensor, layout: Layout): Float32Array | Uint16Array {
+  const raw = t.toRawArray() as Float32Array | Uint16Array;
+  if (layout === 'bhsd') return raw;
+  const [B, S, H, D] = t.shape;
+  return bshdToBhsd(raw, B, H, S, D);
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -1,23 +1,15 @@
 /**
- * L2-norm key ranking (ALGORITHMS.md §2): l2.norms and l2.compress on the CPU backend against the
- * float64 reference (test/reference/keyformer.ts) on fresh random inputs, then the same cases on
- * CUDA against the CPU backend.
+ * L2-norm key ranking (docs/ALGORITHMS.md, "L2-norm key ranking"): one case table of l2.norms and
+ * l2.compress (every layout x dtype, odd sizes, sinks/recent/seqLens) run on every backend: the
+ * CPU backend against the float64 reference in reference/l2.js, a CUDA device against the CPU
+ * backend on the same inputs; then hand-computed cases and argument validation.
  */
 import { describe, expect, it } from 'vitest';
-import { l2, Tensor, type Device, type DType } from '../lib/index';
-import { cudaDevices, describeCuda, expectClose, expectIdentical, expectKvsiftError, testRng, tolerance, type Rng } from './helpers';
-import { fromLayout, gatherRows, l2Norms, l2Select, shapeIn, toLayout, type Cache4, type Layout } from './reference/keyformer';
-
-const LAYOUTS: Layout[] = ['bhsd', 'bshd'];
-const DTYPES: ('f32' | 'f16' | 'bf16')[] = ['f32', 'f16', 'bf16'];
-const CASES = LAYOUTS.flatMap((layout) => DTYPES.map((dtype) => ({ layout, dtype })));
-
-/** A cache tensor from logical [B, H, S, D] data, and the reference view of its rounded values. */
-function makeCache(data: Float32Array, dims: [number, number, number, number], dtype: DType, layout: Layout, device: Device = 'cpu'): { t: Tensor; ref: Cache4 } {
-  const [B, H, S, D] = dims;
-  const t = Tensor.from(toLayout({ data, B, H, S, D }, layout), { shape: shapeIn(layout, B, H, S, D), dtype, device });
-  return { t, ref: fromLayout(t.toArray(), layout, B, H, S, D) };
-}
+import { l2, Tensor, type Device } from '../lib/index';
+import { describeEachDevice, expectClose, expectIdentical, expectKvsiftError, LAYOUT_DTYPES, LAYOUTS, FLOAT_DTYPES, makeCache, testRng, tolerance, type Rng } from './helpers';
+import { l2Norms, l2Select } from '../reference/l2';
+import { fromLayout, shapeIn, toLayout, type Layout } from '../reference/layout';
+import { gatherRows } from '../reference/select';
 
 /**
  * Keys whose norms are 1 + 0.02 * (a permutation of 0..N-1) in every row: after rounding to bf16
@@ -53,30 +45,99 @@ function randomLens(rng: Rng, B: number, lo: number, hi: number): number[] {
   return lens;
 }
 
-describe('l2.norms (cpu)', () => {
-  for (const { layout, dtype } of CASES) {
-    it(`matches the float64 reference, ${layout} ${dtype}, odd sizes, seqLens`, () => {
+/**
+ * The shape of one case on a backend: small on the CPU (the float64 reference is slow), larger on
+ * CUDA, where N spans several blocks and D takes the fast paths' 64 and 128 and an odd one.
+ */
+function caseSizes(rng: Rng, device: Device, op: 'norms' | 'compress') {
+  if (device !== 'cpu') {
+    const [B, H, N, D] = [rng.int(1, 3), rng.int(1, 5), rng.int(100, 700), [17, 64, 128][rng.int(0, 2)]];
+    const capacity = rng.int(16, 64);
+    return { B, H, N, D, capacity, sinks: rng.int(0, 4), recent: rng.int(0, 8) };
+  }
+  if (op === 'norms') return { B: rng.int(1, 3), H: rng.int(1, 4), N: rng.int(17, 67), D: rng.int(1, 41), capacity: 0, sinks: 0, recent: 0 };
+  const [B, H, N, D] = [rng.int(1, 3), rng.int(1, 3), rng.int(33, 71), rng.int(3, 37)];
+  const capacity = rng.int(8, 24);
+  const sinks = rng.int(0, 4);
+  return { B, H, N, D, capacity, sinks, recent: rng.int(0, capacity - sinks - 1) };
+}
+
+describeEachDevice('l2', (device) => {
+  const onCpu = device === 'cpu';
+
+  for (const { layout, dtype } of LAYOUT_DTYPES) {
+    it(`norms ${layout} ${dtype}, odd sizes, seqLens`, () => {
       const rng = testRng();
-      const [B, H, N, D] = [rng.int(1, 3), rng.int(1, 4), rng.int(17, 67), rng.int(1, 41)];
-      const { t, ref } = makeCache(rng.normalArray(B * H * N * D, 0, 2), [B, H, N, D], dtype, layout);
+      const { B, H, N, D } = caseSizes(rng, device, 'norms');
+      const data = rng.normalArray(B * H * N * D, 0, 2);
+      const { t, ref } = makeCache(data, [B, H, N, D], dtype, layout, device);
+      const cpu = onCpu ? t : makeCache(data, [B, H, N, D], dtype, layout).t;
       const lens = randomLens(rng, B, 0, N);
       for (const seqLens of [undefined, lens]) {
         const out = l2.norms(t, { layout, seqLens });
         expect(out.shape).toEqual([B, H, N]);
         expect(out.dtype).toBe('f32');
+        expect(out.device).toBe(device);
         const got = out.toArray();
-        // the inputs are already rounded to the dtype and the sum runs in f32: f32 tolerance
-        expectClose(got, l2Norms(ref, seqLens), { ...tolerance('f32'), shape: [B, H, N] });
-        if (seqLens) {
-          for (let b = 0; b < B; b++)
-            for (let h = 0; h < H; h++) for (let j = lens[b]; j < N; j++) expect(got[(b * H + h) * N + j]).toBe(0);
+        if (onCpu) {
+          // the inputs are already rounded to the dtype and the sum runs in f32: f32 tolerance
+          expectClose(got, l2Norms(ref, seqLens), { ...tolerance('f32'), shape: [B, H, N] });
+          if (seqLens) {
+            for (let b = 0; b < B; b++)
+              for (let h = 0; h < H; h++) for (let j = lens[b]; j < N; j++) expect(got[(b * H + h) * N + j]).toBe(0);
+          }
+        } else {
+          expectClose(got, l2.norms(cpu, { layout, seqLens }).toArray(), { ...tolerance(dtype), shape: [B, H, N] });
         }
         out.dispose();
       }
       t.dispose();
     });
-  }
 
+    it(`compress ${layout} ${dtype}: the reference's positions and rows, sinks/recent/seqLens`, () => {
+      const rng = testRng();
+      const { B, H, N, D, capacity, sinks, recent } = caseSizes(rng, device, 'compress');
+      const kData = distinctNormKeys(rng, B, H, N, D);
+      const vData = rng.normalArray(B * H * N * D);
+      const { t: k, ref: kr } = makeCache(kData, [B, H, N, D], dtype, layout, device);
+      const { t: v, ref: vr } = makeCache(vData, [B, H, N, D], dtype, layout, device);
+      const cpuK = onCpu ? k : makeCache(kData, [B, H, N, D], dtype, layout).t;
+      const cpuV = onCpu ? v : makeCache(vData, [B, H, N, D], dtype, layout).t;
+      const lens = randomLens(rng, B, capacity, N);
+      if (onCpu) assertDistinct(l2Norms(kr, lens), B * H, N, lens);
+      for (const seqLens of [undefined, lens]) {
+        const out = l2.compress(k, v, { capacity, sinks, recent, seqLens, layout });
+        expect(out.positions.device).toBe(device);
+        const pos = out.positions.toArray() as Int32Array;
+        expect(out.positions.shape).toEqual([B, H, capacity]);
+        expect(out.positions.dtype).toBe('i32');
+        // distinct norms: the selection is exact on every backend
+        const want = onCpu ? l2Select(kr, { capacity, sinks, recent, seqLens }) : (l2.compress(cpuK, cpuV, { capacity, sinks, recent, seqLens, layout }).positions.toArray() as Int32Array);
+        expectIdentical(pos, want, 'positions');
+        for (let b = 0; b < B; b++) {
+          const L = seqLens ? seqLens[b] : N;
+          for (let h = 0; h < H; h++) {
+            const row = Array.from(pos.subarray((b * H + h) * capacity, (b * H + h + 1) * capacity));
+            for (let j = 0; j < sinks; j++) expect(row).toContain(j);
+            for (let j = L - recent; j < L; j++) expect(row).toContain(j);
+            expect(Math.max(...row)).toBeLessThan(L);
+          }
+        }
+        // compaction: exactly the gathered rows, in the input's layout and dtype
+        expect(out.keys.shape).toEqual(shapeIn(layout, B, H, capacity, D));
+        expect(out.keys.dtype).toBe(dtype);
+        expect(out.values.dtype).toBe(dtype);
+        expectIdentical(fromLayout(out.keys.toArray(), layout, B, H, capacity, D).data, gatherRows(kr, want, H, capacity).data, 'keys');
+        expectIdentical(fromLayout(out.values.toArray(), layout, B, H, capacity, D).data, gatherRows(vr, want, H, capacity).data, 'values');
+        for (const x of [out.keys, out.values, out.positions]) x.dispose();
+      }
+      k.dispose();
+      v.dispose();
+    });
+  }
+});
+
+describe('l2.norms: hand-computed and validation', () => {
   it('is ||k||_2 of a hand-computed row (3-4-5), and 0 for a zero key', () => {
     const k = Tensor.from([3, 4, 0, 0, 1, 2, 2, 0], { shape: [1, 1, 2, 4], device: 'cpu' });
     // rows: [3, 4, 0, 0] -> 5, [1, 2, 2, 0] -> 3
@@ -100,47 +161,8 @@ describe('l2.norms (cpu)', () => {
   });
 });
 
-describe('l2.compress (cpu)', () => {
-  for (const { layout, dtype } of CASES) {
-    it(`keeps exactly the reference's positions and rows, ${layout} ${dtype}, sinks/recent/seqLens`, () => {
-      const rng = testRng();
-      const [B, H, N, D] = [rng.int(1, 3), rng.int(1, 3), rng.int(33, 71), rng.int(3, 37)];
-      const capacity = rng.int(8, 24);
-      const sinks = rng.int(0, 4);
-      const recent = rng.int(0, capacity - sinks - 1);
-      const { t: k, ref: kr } = makeCache(distinctNormKeys(rng, B, H, N, D), [B, H, N, D], dtype, layout);
-      const { t: v, ref: vr } = makeCache(rng.normalArray(B * H * N * D), [B, H, N, D], dtype, layout);
-      const lens = randomLens(rng, B, capacity, N);
-      assertDistinct(l2Norms(kr, lens), B * H, N, lens);
-      for (const seqLens of [undefined, lens]) {
-        const out = l2.compress(k, v, { capacity, sinks, recent, seqLens, layout });
-        const pos = out.positions.toArray() as Int32Array;
-        expect(out.positions.shape).toEqual([B, H, capacity]);
-        expect(out.positions.dtype).toBe('i32');
-        const want = l2Select(kr, { capacity, sinks, recent, seqLens });
-        expectIdentical(pos, want, 'positions');
-        for (let b = 0; b < B; b++) {
-          const L = seqLens ? seqLens[b] : N;
-          for (let h = 0; h < H; h++) {
-            const row = Array.from(pos.subarray((b * H + h) * capacity, (b * H + h + 1) * capacity));
-            for (let j = 0; j < sinks; j++) expect(row).toContain(j);
-            for (let j = L - recent; j < L; j++) expect(row).toContain(j);
-            expect(Math.max(...row)).toBeLessThan(L);
-          }
-        }
-        // compaction: exactly the gathered rows, in the input's layout and dtype
-        expect(out.keys.shape).toEqual(shapeIn(layout, B, H, capacity, D));
-        expect(out.keys.dtype).toBe(dtype);
-        expect(out.values.dtype).toBe(dtype);
-        expectIdentical(fromLayout(out.keys.toArray(), layout, B, H, capacity, D).data, gatherRows(kr, want, H, capacity).data, 'keys');
-        expectIdentical(fromLayout(out.values.toArray(), layout, B, H, capacity, D).data, gatherRows(vr, want, H, capacity).data, 'values');
-        for (const x of [out.keys, out.values, out.positions]) x.dispose();
-      }
-      k.dispose();
-      v.dispose();
-    });
-  }
 
+describe('l2.compress: hand-computed and validation', () => {
   it('breaks norm ties toward the lower position', () => {
     // norms 5, 1, 3, 1, 1, 4 (0.6/0.8 rows): the three norm-1 keys tie; capacity 2 keeps 1 and 3
     const rows = [
@@ -164,7 +186,7 @@ describe('l2.compress (cpu)', () => {
     expectIdentical(l2.compress(same, same, { capacity: 4, sinks: 1, recent: 1, layout: 'bshd' }).positions.toArray(), [0, 1, 2, 8, 0, 1, 2, 8]);
   });
 
-  for (const dtype of DTYPES) {
+  for (const dtype of FLOAT_DTYPES) {
     it(`keeps a small-norm key planted among large ones, ${dtype}`, () => {
       const rng = testRng();
       const [B, H, N, D] = [2, 3, rng.int(40, 90), rng.int(8, 64)];
@@ -226,34 +248,4 @@ describe('l2.compress (cpu)', () => {
     gone.dispose();
     expectKvsiftError(() => l2.compress(k, gone, { capacity: 4 }), 'ERR_DISPOSED', `${op}: values is disposed`);
   });
-});
-
-describeCuda('l2 on CUDA against the CPU backend', () => {
-  const dev = (cudaDevices()[0] ?? 'cuda:0') as Device;
-  for (const { layout, dtype } of CASES) {
-    it(`norms and compress, ${layout} ${dtype}`, () => {
-      const rng = testRng();
-      const [B, H, N, D] = [rng.int(1, 3), rng.int(1, 5), rng.int(100, 700), [17, 64, 128][rng.int(0, 2)]];
-      const capacity = rng.int(16, 64);
-      const sinks = rng.int(0, 4);
-      const recent = rng.int(0, 8);
-      const data = distinctNormKeys(rng, B, H, N, D);
-      const { t: kc } = makeCache(data, [B, H, N, D], dtype, layout);
-      const { t: kg } = makeCache(data, [B, H, N, D], dtype, layout, dev);
-      const vdata = rng.normalArray(B * H * N * D);
-      const { t: vc } = makeCache(vdata, [B, H, N, D], dtype, layout);
-      const { t: vg } = makeCache(vdata, [B, H, N, D], dtype, layout, dev);
-      const seqLens = randomLens(rng, B, capacity, N);
-      for (const lens of [undefined, seqLens]) {
-        expectClose(l2.norms(kg, { layout, seqLens: lens }).toArray(), l2.norms(kc, { layout, seqLens: lens }).toArray(), { ...tolerance(dtype), shape: [B, H, N] });
-        const oc = l2.compress(kc, vc, { capacity, sinks, recent, seqLens: lens, layout });
-        const og = l2.compress(kg, vg, { capacity, sinks, recent, seqLens: lens, layout });
-        expect(og.positions.device).toBe(dev);
-        // distinct norms: the selection is the same on both backends, and so are the gathered rows
-        expectIdentical(og.positions.toArray(), oc.positions.toArray(), 'positions');
-        expectIdentical(og.keys.toArray(), oc.keys.toArray(), 'keys');
-        expectIdentical(og.values.toArray(), oc.values.toArray(), 'values');
-      }
-    });
-  }
 });

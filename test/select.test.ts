@@ -1,22 +1,18 @@
 /**
- * topk, gather and evict (lib/select.ts) against the plain reference in test/reference/snapkv.ts:
- * the tie rule (lower position), NaN last, infinities, both orders, lengths, odd sizes; gathers of
- * every dtype byte-exact in both layouts with broadcast and per-query-head positions; eviction
- * with [k], [B, 1, k] and [B, H, k] positions; argument validation; and CUDA against the CPU.
+ * topk, gather and evict (lib/select.ts). One case table each of topk (the tie rule: lower
+ * position, NaN last, infinities, both orders, lengths, odd sizes) and gather (every dtype,
+ * byte-exact, both layouts, broadcast and per-query-head positions) runs on every backend: the
+ * CPU backend against the reference in reference/select.js, a CUDA device against the CPU backend
+ * (topk) or the reference (gather, exact everywhere); then eviction with [k], [B, 1, k] and
+ * [B, H, k] positions, argument validation, and CUDA's stream-ordered error reporting.
  */
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { evict, gather, KvsiftError, memoryStats, Stream, Tensor, topk, type Device, type DType, type Layout } from '../lib/index';
-import { cudaDevices, describeCuda, expectIdentical, expectKvsiftError, expectSameBytes, rejectsKvsift, testRng, type Rng } from './helpers';
-import { bhsdToBshd, bshdToBhsd, gatherRef, topkRef } from './reference/snapkv';
+import { CUDA_EMULATED, cudaDevices, describeCuda, describeEachDevice, expectIdentical, expectKvsiftError, expectSameBytes, LAYOUTS, rejectsKvsift, tensorScope, testRng, type Rng } from './helpers';
+import { bhsdToBshd, bshdToBhsd } from '../reference/layout';
+import { gatherRef, topkRef } from '../reference/select';
 
-const live: Tensor[] = [];
-function track<T extends Tensor>(t: T): T {
-  live.push(t);
-  return t;
-}
-afterEach(() => {
-  for (const t of live.splice(0)) t.dispose();
-});
+const { track } = tensorScope();
 
 const INVALID = 'ERR_INVALID_ARG';
 
@@ -92,25 +88,7 @@ describe('topk: hand-computed', () => {
   });
 });
 
-describe('topk: random rows against the reference', () => {
-  for (const order of ['position', 'score'] as const) {
-    it(`${order}: ties, NaN, infinities, odd lengths, k from 1 to M`, () => {
-      const rng = testRng();
-      for (let trial = 0; trial < 25; trial++) {
-        const B = rng.int(1, 3);
-        const H = rng.int(1, 4);
-        const M = rng.int(1, 600);
-        const k = [1, M, rng.int(1, M)][trial % 3];
-        const data = new Float32Array(B * H * M);
-        for (let r = 0; r < B * H; r++) data.set(nastyRow(rng, M), r * M);
-        const lengths = trial % 2 === 0 ? undefined : Array.from({ length: B }, () => rng.int(k, M));
-        const got = track(topk(f32(data, [B, H, M]), k, { order, lengths })).toArray();
-        const ref = topkRef(data, B * H, M, k, order, lengths, H);
-        expectIdentical(got, ref, JSON.stringify({ B, H, M, k, lengths, order }));
-      }
-    });
-  }
-
+describe('topk: special rows against the reference', () => {
   it('random f32 bit patterns (every class of value)', () => {
     const rng = testRng();
     const M = 3001;
@@ -200,25 +178,15 @@ describe('topk: argument validation', () => {
 
 const ALL_DTYPES: readonly DType[] = ['f32', 'f16', 'bf16', 'i32', 'u8'];
 
+/** The integer view of each dtype's raw bits (f32 as its uint32 patterns). */
+const RAW_INTS = { f32: Uint32Array, f16: Uint16Array, bf16: Uint16Array, i32: Int32Array, u8: Uint8Array } as const;
+
 /** A random cache of any dtype from random bits (NaN payloads included), bhsd, as raw integers. */
 function randomRaw(rng: Rng, dtype: DType, n: number): Uint32Array | Uint16Array | Int32Array | Uint8Array {
-  switch (dtype) {
-    case 'f32': {
-      const u = new Uint32Array(n);
-      for (let i = 0; i < n; i++) u[i] = rng.u32();
-      return u;
-    }
-    case 'f16':
-    case 'bf16':
-      return rng.bits16(n);
-    case 'i32': {
-      const u = new Int32Array(n);
-      for (let i = 0; i < n; i++) u[i] = rng.u32() | 0;
-      return u;
-    }
-    case 'u8':
-      return rng.bytes(n);
-  }
+  const Ints = RAW_INTS[dtype];
+  const out = new Ints(n);
+  for (let i = 0; i < n; i++) out[i] = rng.u32(); // typed arrays keep the low bits
+  return out;
 }
 
 /** A tensor holding raw bits (bhsd data stored in `layout`). */
@@ -240,31 +208,77 @@ function rawOut(t: Tensor, layout: Layout): Uint32Array | Uint16Array | Int32Arr
   return bshdToBhsd(ints, B, H, S, D);
 }
 
-describe('gather: every dtype, byte-exact, both layouts', () => {
+
+/**
+ * The topk case table: [B, H, M, k] rows with ties, NaN, infinities, ±0 and lengths. The CPU
+ * backend is checked against the reference on random small shapes, a CUDA device against the CPU
+ * backend on these shapes, whose last rows reach the multi-block and radix paths (left out on the
+ * emulated device).
+ */
+const TOPK_SHAPES: ReadonlyArray<[number, number, number, number]> = [
+  [1, 1, 9, 3],
+  [2, 3, 601, 1],
+  [3, 2, 999, 999],
+  [1, 1000, 37, 5],
+  [2, 4, 4097, 257],
+  [1, 8, 32767, 2016],
+  [1, 2, 131071, 4064],
+];
+
+describeEachDevice('topk', (device) => {
+  const onCpu = device === 'cpu';
+  for (const order of ['position', 'score'] as const) {
+    it(`${order}: ties, NaN, infinities, odd lengths, k from 1 to M`, () => {
+      const rng = testRng();
+      const shapes = onCpu
+        ? Array.from({ length: 25 }, (_, trial): [number, number, number, number] => {
+            const M = rng.int(1, 600);
+            return [rng.int(1, 3), rng.int(1, 4), M, [1, M, rng.int(1, M)][trial % 3]];
+          })
+        : TOPK_SHAPES.filter(([, , M]) => !CUDA_EMULATED || M <= 4097);
+      shapes.forEach(([B, H, M, k], trial) => {
+        const data = new Float32Array(B * H * M);
+        for (let r = 0; r < B * H; r++) data.set(nastyRow(rng, M), r * M);
+        const withLengths = onCpu ? trial % 2 === 1 : B > 1;
+        const lengths = withLengths ? Array.from({ length: B }, () => rng.int(k, M)) : undefined;
+        const got = track(topk(f32(data, [B, H, M], device), k, { order, lengths })).toArray();
+        const want = onCpu ? topkRef(data, B * H, M, k, order, lengths, H) : track(topk(f32(data, [B, H, M]), k, { order, lengths })).toArray();
+        expectIdentical(got, want, JSON.stringify({ B, H, M, k, lengths, order }));
+      });
+    });
+  }
+});
+
+/** The gather case table: every dtype x layout, per-head, broadcast [B, 1, k] and per-query-head positions. */
+describeEachDevice('gather', (device) => {
+  const onCpu = device === 'cpu';
   for (const dtype of ALL_DTYPES) {
-    for (const layout of ['bhsd', 'bshd'] as const) {
-      it(`${dtype} ${layout}: per-head, broadcast [B, 1, k] and per-query-head positions`, () => {
+    for (const layout of LAYOUTS) {
+      it(`${dtype} ${layout}: byte-exact rows at per-head, broadcast and per-query-head positions`, () => {
         const rng = testRng();
-        const B = rng.int(1, 3);
-        const H = rng.int(1, 3);
-        const N = rng.int(1, 200) | 1;
-        const D = [1, 40, 64, 128, 7][rng.int(0, 4)];
+        const B = onCpu ? rng.int(1, 3) : 2;
+        const H = onCpu ? rng.int(1, 3) : 3;
+        const N = onCpu ? rng.int(1, 200) | 1 : 1001;
+        const D = onCpu ? [1, 40, 64, 128, 7][rng.int(0, 4)] : [40, 64, 128][rng.int(0, 2)];
         const raw = randomRaw(rng, dtype, B * H * N * D);
-        const cache = rawTensor(raw, dtype, [B, H, N, D], layout, 'cpu');
-        for (const Hp of [H, 1, H * 4, H * 8]) {
-          const K = rng.int(0, 2 * N); // repeats and any order are fine
+        const cache = rawTensor(raw, dtype, [B, H, N, D], layout, device);
+        for (const Hp of onCpu ? [H, 1, H * 4, H * 8] : [H, 1, H * 4]) {
+          const K = onCpu ? rng.int(0, 2 * N) : 257; // repeats and any order are fine
           const pos = rng.intArray(B * Hp * K, 0, N - 1);
-          const out = track(gather(cache, i32(pos, [B, Hp, K]), { layout }));
+          const out = track(gather(cache, i32(pos, [B, Hp, K], device), { layout }));
           const Hout = Hp === 1 ? H : Hp;
           expect(out.shape).toEqual(layout === 'bhsd' ? [B, Hout, K, D] : [B, K, Hout, D]);
           expect(out.dtype).toBe(dtype);
           const group = Hp === 1 ? 1 : Hp / H;
+          // a gather is exact on every backend: the reference is the CPU's and the CUDA device's
           expectSameBytes(rawOut(out, layout), gatherRef(raw, B, H, N, D, pos, Hp, K, group), `${dtype} ${layout} Hp=${Hp} ${JSON.stringify({ B, H, N, D, K })}`);
         }
       });
     }
   }
+});
 
+describe('gather: out-of-range positions and k = 0 on the CPU', () => {
   it('positions out of range throw ERR_INDEX_OUT_OF_RANGE on the CPU, leak nothing, change nothing', () => {
     const rng = testRng();
     const raw = randomRaw(rng, 'bf16', 2 * 2 * 9 * 8);
@@ -317,7 +331,7 @@ describe('gather: argument validation', () => {
 // evict
 
 describe('evict', () => {
-  for (const layout of ['bhsd', 'bshd'] as const) {
+  for (const layout of LAYOUTS) {
     for (const dtype of ['bf16', 'f32', 'f16'] as const) {
       it(`${dtype} ${layout}: positions [k], [B, 1, k] and [B, H, k]`, () => {
         const rng = testRng();
@@ -389,53 +403,8 @@ describe('evict', () => {
 });
 
 // ---------------------------------------------------------------------------------------------
-// CUDA against the CPU backend
-
-describeCuda('topk / gather / evict on CUDA against the CPU backend', () => {
+describeCuda('gather and evict on a CUDA stream', () => {
   const device = (cudaDevices()[0] ?? 'cuda:0') as Device;
-
-  it('topk: identical positions in both orders (ties, NaN, inf, lengths, long rows)', () => {
-    const rng = testRng();
-    const shapes: Array<[number, number, number, number]> = [
-      [1, 1, 9, 3],
-      [2, 3, 601, 1],
-      [3, 2, 999, 999],
-      [2, 4, 4097, 257],
-      [1, 8, 32767, 2016],
-      [1, 2, 131071, 4064],
-      [1, 1000, 37, 5],
-    ];
-    for (const [B, H, M, k] of shapes) {
-      const data = new Float32Array(B * H * M);
-      for (let r = 0; r < B * H; r++) data.set(nastyRow(rng, M), r * M);
-      const lengths = B > 1 ? Array.from({ length: B }, () => rng.int(k, M)) : undefined;
-      for (const order of ['position', 'score'] as const) {
-        const cpu = track(topk(f32(data, [B, H, M]), k, { order, lengths })).toArray();
-        const gpu = track(topk(f32(data, [B, H, M], device), k, { order, lengths })).toArray();
-        expectIdentical(gpu, cpu, `${order} ${JSON.stringify({ B, H, M, k, lengths })}`);
-      }
-    }
-  });
-
-  it('gather: every dtype, byte-exact, both layouts, broadcast and grouped positions', () => {
-    const rng = testRng();
-    for (const dtype of ALL_DTYPES) {
-      for (const layout of ['bhsd', 'bshd'] as const) {
-        const B = 2;
-        const H = 3;
-        const N = 1001;
-        const D = [40, 64, 128][rng.int(0, 2)];
-        const raw = randomRaw(rng, dtype, B * H * N * D);
-        const cache = rawTensor(raw, dtype, [B, H, N, D], layout, device);
-        for (const Hp of [H, 1, H * 4]) {
-          const K = 257;
-          const pos = rng.intArray(B * Hp * K, 0, N - 1);
-          const out = track(gather(cache, i32(pos, [B, Hp, K], device), { layout }));
-          expectSameBytes(rawOut(out, layout), gatherRef(raw, B, H, N, D, pos, Hp, K, Hp === 1 ? 1 : Hp / H), `${dtype} ${layout} Hp=${Hp} D=${D}`);
-        }
-      }
-    }
-  });
 
   it('gather: out-of-range positions reject the stream synchronize with ERR_INDEX_OUT_OF_RANGE and write zero rows', async () => {
     const rng = testRng();

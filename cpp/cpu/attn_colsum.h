@@ -65,25 +65,52 @@ constexpr int64_t kStoreMaxPairBytes = int64_t{256} << 20;
 // Per-tile row partials and the f32 copy of Q of one chunk.
 constexpr int64_t kChunkBytes = int64_t{64} << 20;
 
-// One problem for the core. Rows of a pair (b, hkv) are r = g * Tq + t for the group's query
-// heads hq = hkv * G + g and the Tq queries t; query t sits at absolute position L - Tq + t.
+// One problem for the core. T is the number of query rows per query head: SnapKV's window W or
+// the step's T of Keyformer/H2O/TOVA. Rows of a pair (b, hkv) are r = g * T + t for the group's
+// query heads hq = hkv * G + g and the T queries t; query t sits at absolute position L - T + t.
 struct ColsumProblem {
   ColsumKind kind;
   View4 q, k;
   DType dtype;
-  int32_t B, Hq, Hkv, Tq, N, D;
+  int32_t B, Hq, Hkv, T, N, D;
   const int32_t* seq_lens;
-  const float* lse;  // [B, Hq, Tq] or nullptr (SnapKV only)
+  const float* lse;  // [B, Hq, T] or nullptr (SnapKV only)
   float scale, tau;  // logit = (q.k * scale + g) / tau
   bool noise;        // g = philox_gumbel(seed, step, b * Hq + hq, t, j), else 0
   uint64_t seed, step;
   GroupReduce group_reduce;  // SnapKV
-  float* out;                // SnapKV: [B, Hout, N - Tq]; Accumulate: scores [B, Hkv, N]
+  float* out;                // SnapKV: [B, Hout, N - T]; Accumulate: scores [B, Hkv, N]
   // Scratch budgets (the defaults below); tests shrink them to reach the other paths.
   int64_t store_chunk_bytes = kStoreChunkBytes;
   int64_t store_max_pair_bytes = kStoreMaxPairBytes;
   int64_t chunk_bytes = kChunkBytes;
 };
+
+// The core's problem of each op, filled from the op's parameters (common/params.h) in one place:
+// the fields both ops' params share, then each op's own.
+template <typename Params>
+ColsumProblem colsum_problem(ColsumKind kind, const Params& p, int32_t T, float tau, float* out) {
+  // in ColsumProblem's field order: kind, q, k, dtype, B, Hq, Hkv, T, N, D, seq_lens, lse, scale,
+  // tau, noise, seed, step, group_reduce, out
+  return ColsumProblem{kind, p.q, p.k, p.dtype, p.B, p.Hq, p.Hkv, T, p.N, p.D, p.seq_lens, nullptr,
+                       p.scale, tau, false, 0, 0, GroupReduce::Sum, out};
+}
+
+inline ColsumProblem snapkv_problem(const SnapkvScoresParams& p) {
+  // tau 1: (x * scale + 0) / 1 is exactly x * scale
+  ColsumProblem P = colsum_problem(ColsumKind::Snapkv, p, p.W, 1.0f, p.out);
+  P.lse = p.lse;
+  P.group_reduce = p.group_reduce;
+  return P;
+}
+
+inline ColsumProblem accumulate_problem(const AccumulateParams& p) {
+  ColsumProblem P = colsum_problem(ColsumKind::Accumulate, p, p.T, p.tau, p.scores);
+  P.noise = p.noise == NoiseKind::Gumbel;
+  P.seed = p.seed;
+  P.step = p.step;
+  return P;
+}
 
 // Rows per block when logits are recomputed into a small buffer: a multiple of every register
 // block's row count (8, 6, 3, 4), so rows group into register blocks as in the stored path.
@@ -241,7 +268,7 @@ inline AttnIsa detect_isa() {
 // Everything a task needs, fixed for one chunk of pairs.
 struct ColsumCtx {
   const ColsumProblem* P;
-  int64_t G, R, Tq, D, N, Tk, ntiles;
+  int64_t G, R, T, D, N, Tk, ntiles;
   int64_t pair0;    // first pair of the chunk (pair = b * Hkv + hkv)
   const float* qf;  // [chunk pairs, R, D] f32
   float* part_m;    // [chunk pairs, ntiles, R]: tile max, or nullptr with lse
@@ -266,9 +293,9 @@ inline PairInfo pair_info(const ColsumCtx& X, int64_t local) {
   return pi;
 }
 
-// Keys of tile [j0, j0 + n) row r can see: it sits at L - Tq + t and sees j <= that.
+// Keys of tile [j0, j0 + n) row r can see: it sits at L - T + t and sees j <= that.
 inline int64_t visible(const ColsumCtx& X, const PairInfo& pi, int64_t r, int64_t j0, int64_t n) {
-  const int64_t pos = pi.L - X.Tq + (r % X.Tq);
+  const int64_t pos = pi.L - X.T + (r % X.T);
   return std::min<int64_t>(std::max<int64_t>(pos - j0 + 1, 0), n);
 }
 
@@ -423,7 +450,7 @@ void tile_exp(const ColsumCtx& X, const PairInfo& pi, int64_t j0, int64_t n, int
       continue;
     }
     if (P.noise) {
-      const int64_t g = r / X.Tq, t = r % X.Tq;
+      const int64_t g = r / X.T, t = r % X.T;
       const uint32_t bh = static_cast<uint32_t>(pi.b * P.Hq + pi.hkv * X.G + g);
       // The Philox bits of a run of keys first (that loop vectorizes), then the two double logs
       // per key exactly as philox_gumbel takes them, so g is bit for bit the gumbel op's.
@@ -460,7 +487,7 @@ void tile_colsum(const ColsumCtx& X, const PairInfo& pi, int64_t j0, int64_t nvo
     const float f = factor != nullptr ? factor[r] : 1.0f;
     if (nsum == 0 || f == 0.0f) continue;  // f == 0: the row's tile underflowed or saw nothing
     const float* er = e + (r - r0) * X.Tk;
-    float* a = acc + (heads == 1 ? 0 : r / X.Tq) * X.Tk;
+    float* a = acc + (heads == 1 ? 0 : r / X.T) * X.Tk;
     for (int64_t c = 0; c < nsum; ++c) a[c] += f * er[c];
   }
 }
@@ -538,10 +565,10 @@ inline void colsum_pass2(const ColsumCtx& X, int64_t task0, int64_t task1) {
     const int64_t j0 = tile * X.Tk;
     const int64_t slot = pi.local * X.ntiles + tile;
     // Columns this task owns in the output, and how many of them get votes / scores.
-    const int64_t out_len = snap ? P.N - X.Tq : P.N;
+    const int64_t out_len = snap ? P.N - X.T : P.N;
     const int64_t own = std::min<int64_t>(X.Tk, out_len - j0);
     if (own <= 0) continue;
-    const int64_t vote_end = snap ? pi.L - X.Tq : pi.L;
+    const int64_t vote_end = snap ? pi.L - X.T : pi.L;
     const int64_t nvote = std::min<int64_t>(std::max<int64_t>(vote_end - j0, 0), own);
     float* acc = S.acc.data();
     std::fill(acc, acc + heads * X.Tk, 0.0f);
@@ -555,8 +582,8 @@ inline void colsum_pass2(const ColsumCtx& X, int64_t task0, int64_t task1) {
         float* mref = S.mref.data();
         for (int64_t r = 0; r < X.R; ++r) {
           if (P.lse != nullptr) {
-            const int64_t hq = pi.hkv * X.G + r / X.Tq;
-            mref[r] = P.lse[(pi.b * P.Hq + hq) * X.Tq + r % X.Tq];
+            const int64_t hq = pi.hkv * X.G + r / X.T;
+            mref[r] = P.lse[(pi.b * P.Hq + hq) * X.T + r % X.T];
           } else {
             mref[r] = X.part_m[slot * X.R + r];
           }
@@ -571,7 +598,7 @@ inline void colsum_pass2(const ColsumCtx& X, int64_t task0, int64_t task1) {
       }
     }
     if (snap) {
-      const int64_t Nout = P.N - X.Tq;
+      const int64_t Nout = P.N - X.T;
       if (P.group_reduce == GroupReduce::None) {
         for (int64_t g = 0; g < X.G; ++g) {
           float* o = P.out + (pi.b * P.Hq + pi.hkv * X.G + g) * Nout + j0;
@@ -615,10 +642,10 @@ inline int64_t tile_keys(int64_t D) {
 }
 
 inline void attn_colsum(const ColsumProblem& P) {
-  if (P.B <= 0 || P.Hkv <= 0 || P.Hq <= 0 || P.Tq <= 0 || P.N <= 0 || P.D <= 0) return;
-  if (P.kind == ColsumKind::Snapkv && P.N - P.Tq <= 0) return;
+  if (P.B <= 0 || P.Hkv <= 0 || P.Hq <= 0 || P.T <= 0 || P.N <= 0 || P.D <= 0) return;
+  if (P.kind == ColsumKind::Snapkv && P.N - P.T <= 0) return;
   const int64_t G = P.Hq / P.Hkv;
-  const int64_t R = G * P.Tq, D = P.D, N = P.N;
+  const int64_t R = G * P.T, D = P.D, N = P.N;
   const int64_t Tk = tile_keys(D);
   const int64_t ntiles = (N + Tk - 1) / Tk;
   const int64_t pairs = static_cast<int64_t>(P.B) * P.Hkv;
@@ -651,7 +678,7 @@ inline void attn_colsum(const ColsumProblem& P) {
   X.P = &P;
   X.G = G;
   X.R = R;
-  X.Tq = P.Tq;
+  X.T = P.T;
   X.D = D;
   X.N = N;
   X.Tk = Tk;
@@ -665,12 +692,12 @@ inline void attn_colsum(const ColsumProblem& P) {
   for (int64_t p0 = 0; p0 < pairs; p0 += chunk) {
     const int64_t np = std::min(chunk, pairs - p0);
     X.pair0 = p0;
-    // Q of the chunk as contiguous f32 rows, r = g * Tq + t.
+    // Q of the chunk as contiguous f32 rows, r = g * T + t.
     float* qdst = qf.get();
     parallel_for(np * R, std::max<int64_t>(1, 4096 / D), [&](int64_t i0, int64_t i1) {
       for (int64_t i = i0; i < i1; ++i) {
         const int64_t pair = p0 + i / R, r = i % R;
-        const int64_t b = pair / P.Hkv, hq = (pair % P.Hkv) * G + r / P.Tq, t = r % P.Tq;
+        const int64_t b = pair / P.Hkv, hq = (pair % P.Hkv) * G + r / P.T, t = r % P.T;
         const int64_t off = b * P.q.sB + hq * P.q.sH + t * P.q.sS;
         for (int64_t d = 0; d < D; ++d) qdst[i * D + d] = load_as_f32(P.q.data, off + d, P.dtype);
       }

@@ -13,21 +13,6 @@
 #include "parallel.h"
 
 namespace kvsift::cpu {
-namespace {
-
-inline int64_t batch_len(const int32_t* lens, int64_t rows_per_batch, int64_t r, int64_t M) {
-  int64_t len = M;
-  if (lens != nullptr) len = lens[rows_per_batch > 0 ? r / rows_per_batch : 0];
-  return std::min<int64_t>(std::max<int64_t>(len, 0), M);
-}
-
-// Rows worth at least ~16k elements per chunk keep the pool's overhead negligible.
-inline int64_t grain_rows(int64_t row_elems) {
-  return std::max<int64_t>(1, 16384 / std::max<int64_t>(row_elems, 1));
-}
-
-
-}  // namespace
 
 void protect_scores(const ProtectParams& p) {
   if (p.R <= 0 || p.M <= 0) return;

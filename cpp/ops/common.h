@@ -6,9 +6,11 @@
 #pragma once
 #include <napi.h>
 
+#include <array>
 #include <cmath>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "../args.h"
@@ -26,7 +28,6 @@
 #else
 #define KVSIFT_CUDA_CALL(call) 0
 #endif
-
 
 namespace kvsift::ops {
 
@@ -148,7 +149,17 @@ struct Dispatch {
   Dispatch(Napi::Env e, std::string o, int d, cudaStream_t s) : env(e), op(std::move(o)), device(d), stream(s), guard(d) {
     CheckCuda(env, op, guard.error());
   }
-  void cuda_result(int err) { CheckCuda(env, op, err); }
+  // A launcher's error: an unsupported configuration is ERR_UNSUPPORTED with the launcher's text
+  // (cuda/dispatch.h), anything else a CUDA error.
+  void cuda_result(int err) {
+#ifdef KVSIFT_WITH_CUDA
+    if (err == cudaErrorNotSupported) {
+      std::string what = cuda::take_unsupported_message();
+      Throw(env, code::kUnsupported, op + ": " + (what.empty() ? "not supported on this device" : what));
+    }
+#endif
+    CheckCuda(env, op, err);
+  }
   // The tail every op shares: the CPU backend, or the CUDA launcher with its error checked and
   // the stream recorded on the tensors it touched (their frees are ordered on it).
   template <typename CpuFn, typename CudaFn>
@@ -157,7 +168,7 @@ struct Dispatch {
       cpu(cpu_fn);
       return;
     }
-    CheckCuda(env, op, cuda_fn());
+    cuda_result(cuda_fn());
     for (const TensorArg* t : touched) t->buffer->set_stream(stream);
   }
   // Runs a CPU backend call; its scratch allocations may fail.
@@ -177,12 +188,136 @@ inline void Touch(cudaStream_t stream, std::initializer_list<const TensorArg*> t
   for (const TensorArg* t : ts) t->buffer->set_stream(stream);
 }
 
+
 inline constexpr std::initializer_list<DType> kFloatTypes = {DType::F32, DType::F16, DType::BF16};
 
-// Rows view of a tensor: [..., M] as R rows of M.
-inline void RowsOf(const TensorArg& t, int64_t* R, int64_t* M) {
-  *M = t.rank() == 0 ? 1 : t.shape.back();
-  *R = *M == 0 ? 0 : t.numel / *M;
+// Rows view of a tensor [B, ..., M]: R rows of M, in batches (the first dim) of rows_per_batch
+// rows; a 1-D tensor is one batch of one row.
+struct Rows {
+  int64_t R, M, batch, rows_per_batch;
+};
+inline Rows RowsOf(const TensorArg& t) {
+  Rows r{};
+  r.M = t.rank() == 0 ? 1 : t.shape.back();
+  r.R = r.M == 0 ? 0 : t.numel / r.M;
+  r.batch = t.rank() == 1 ? 1 : t.shape[0];
+  const int64_t rpb = t.rank() == 1 ? 1 : (r.batch == 0 ? 1 : r.R / r.batch);
+  r.rows_per_batch = rpb == 0 ? 1 : rpb;
+  return r;
+}
+
+// A tensor argument: its position, name (in messages), rank (or kAnyRank) and allowed dtypes
+// (empty: any).
+struct TensorSpec {
+  int at;
+  const char* name;
+  size_t rank;
+  std::initializer_list<DType> types;
+};
+
+// One call of an op entry: its name, arguments and options object, and the readers every entry
+// uses. The checks run in the entries' order: the options, the layout, the tensors, their common
+// device, the stream (the argument after the options), then the op's own.
+class Call {
+ public:
+  Call(const Napi::CallbackInfo& info, std::string op_name, int options_at)
+      : env(info.Env()), op(std::move(op_name)), o(GetOptions(env, op, info[options_at])), info_(info), options_at_(options_at) {}
+
+  int layout() const { return Layout(env, op, o); }
+
+  // The tensors, then `device` (they must share it) and `stream`.
+  template <size_t N>
+  std::array<TensorArg, N> tensors(const TensorSpec (&specs)[N]) {
+    std::array<TensorArg, N> t;
+    for (size_t i = 0; i < N; ++i) t[i] = GetTensor(env, op, info_[specs[i].at], specs[i].name, specs[i].rank, specs[i].types);
+    device = same_device(t, std::make_index_sequence<N>());
+    stream = GetStream(env, op, info_[options_at_ + 1]);
+    return t;
+  }
+
+  int64_t integer(const char* name, int64_t lo, int64_t hi) const { return GetInt(env, op, o.Get(name), name, lo, hi); }
+  double number(const char* name) const { return GetNumber(env, op, o.Get(name), name); }
+  uint64_t u64(const char* name) const { return GetU64(env, op, o.Get(name), name); }
+  bool has(const char* name) const { return !o.Get(name).IsUndefined(); }
+  Napi::Value option(const char* name) const { return o.Get(name); }
+
+  // Per-batch lengths option `name`, each in [lo, hi], uploaded to the call's device.
+  Lengths lengths(const char* name, int64_t batch, int64_t lo, int64_t hi) const {
+    return Lengths(env, op, o.Get(name), name, batch, lo, hi, device, stream);
+  }
+  void expect_shape(const TensorArg& t, const std::string& name, const std::vector<int64_t>& want) const {
+    ExpectShape(env, op, t, name, want);
+  }
+  [[noreturn]] void invalid(const std::string& name, const std::string& expected, const std::string& received) const {
+    ThrowInvalid(env, op, name, expected, received);
+  }
+  // A stream-ordered workspace of `bytes` on the call's device.
+  Temp workspace(size_t bytes) const { return Temp(env, op, device, bytes, stream); }
+
+  // The CPU function or the CUDA launcher (see Dispatch::run); the entry's return value.
+  template <typename CpuFn, typename CudaFn>
+  Napi::Value run(CpuFn&& cpu_fn, CudaFn&& cuda_fn, std::initializer_list<const TensorArg*> touched) {
+    Dispatch d(env, op, device, stream);
+    d.run(std::forward<CpuFn>(cpu_fn), std::forward<CudaFn>(cuda_fn), touched);
+    return env.Undefined();
+  }
+
+  // The same with a stream-ordered workspace of bytes() bytes, handed to cuda_fn(void*).
+  template <typename CpuFn, typename BytesFn, typename CudaFn>
+  Napi::Value run(CpuFn&& cpu_fn, BytesFn&& bytes, CudaFn&& cuda_fn, std::initializer_list<const TensorArg*> touched) {
+    return run(std::forward<CpuFn>(cpu_fn),
+               [&] {
+                 Temp ws = workspace(bytes());
+                 return cuda_fn(ws.get());
+               },
+               touched);
+  }
+
+  Napi::Env env;
+  const std::string op;
+  const Napi::Object o;
+  int device = -1;
+  cudaStream_t stream = nullptr;
+
+ private:
+  template <size_t N, size_t... I>
+  int same_device(const std::array<TensorArg, N>& t, std::index_sequence<I...>) const {
+    return SameDevice(env, op, {&t[I]...});
+  }
+  const Napi::CallbackInfo& info_;
+  int options_at_;
+};
+
+// The rows of an f32 input of rank >= 1 (topk's scores, pool's votes), checked.
+inline Rows F32Rows(const Call& c, const TensorArg& in, const char* name) {
+  if (in.dtype != DType::F32 || in.rank() < 1) c.invalid(name, "an f32 tensor of rank >= 1", dtype_name(in.dtype));
+  return RowsOf(in);
+}
+
+// Queries [B, Hq, T, D] and keys [B, Hkv, N, D] of the attention ops: one dtype, and their
+// logical dims in the call's layout.
+struct QueryKeys {
+  Dims qd, kd;
+};
+inline QueryKeys CheckQueryKeys(const Call& c, const TensorArg& q, const TensorArg& k, int layout) {
+  if (q.dtype != k.dtype) c.invalid("queries.dtype", std::string("keys' dtype ") + dtype_name(k.dtype), dtype_name(q.dtype));
+  return {DimsOf(q, layout), DimsOf(k, layout)};
+}
+
+// The fields the attention ops' params share (SnapkvScoresParams, AccumulateParams).
+template <typename Params>
+void SetQueryKeys(Params& p, const TensorArg& q, const TensorArg& k, int layout, const QueryKeys& d,
+                  const int32_t* seq_lens) {
+  p.q = ViewOf(q, layout);
+  p.k = ViewOf(k, layout);
+  p.dtype = q.dtype;
+  p.B = static_cast<int32_t>(d.kd.B);
+  p.Hq = static_cast<int32_t>(d.qd.H);
+  p.Hkv = static_cast<int32_t>(d.kd.H);
+  p.N = static_cast<int32_t>(d.kd.S);
+  p.D = static_cast<int32_t>(d.kd.D);
+  p.seq_lens = seq_lens;
+  p.scale = 1.0f / std::sqrt(static_cast<float>(d.kd.D));
 }
 
 // Op entries register themselves with the export table (cpp/addon.cc) from their own file.

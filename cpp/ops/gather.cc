@@ -7,25 +7,19 @@ namespace {
 // gather(cache, positions, out, { layout, group }, stream?): positions i32 [B, Hp, K] with
 // Hp = Hc * group (per head) or Hp = 1 (one selection broadcast to every head).
 Napi::Value Gather(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  const std::string op = "gather";
-  Napi::Object o = GetOptions(env, op, info[3]);
-  int layout = Layout(env, op, o);
-  TensorArg cache = GetTensor(env, op, info[0], "cache", 4, {});
-  TensorArg pos = GetTensor(env, op, info[1], "positions", 3, {DType::I32});
-  TensorArg out = GetTensor(env, op, info[2], "out", 4, {});
-  int device = SameDevice(env, op, {&cache, &pos, &out});
-  cudaStream_t stream = GetStream(env, op, info[4]);
-  int64_t group = GetInt(env, op, o.Get("group"), "group", 1, 1 << 16);
+  Call c(info, "gather", 3);
+  int layout = c.layout();
+  auto [cache, pos, out] = c.tensors({{0, "cache", 4, {}}, {1, "positions", 3, {DType::I32}}, {2, "out", 4, {}}});
+  int64_t group = c.integer("group", 1, 1 << 16);
   Dims cd = DimsOf(cache, layout);
   int64_t K = pos.dim(2);
   int64_t hout = cd.H * group;
   if (pos.dim(0) != cd.B || (pos.dim(1) != hout && pos.dim(1) != 1)) {
-    ThrowInvalid(env, op, "positions.shape", "[B, H, K] or [B, 1, K] matching the cache", ShapeText(pos.shape));
+    c.invalid("positions.shape", "[B, H, K] or [B, 1, K] matching the cache", ShapeText(pos.shape));
   }
-  if (out.dtype != cache.dtype) ThrowInvalid(env, op, "out.dtype", dtype_name(cache.dtype), dtype_name(out.dtype));
+  if (out.dtype != cache.dtype) c.invalid("out.dtype", dtype_name(cache.dtype), dtype_name(out.dtype));
   std::vector<int64_t> want = layout == 0 ? std::vector<int64_t>{cd.B, hout, K, cd.D} : std::vector<int64_t>{cd.B, K, hout, cd.D};
-  ExpectShape(env, op, out, "out", want);
+  c.expect_shape(out, "out", want);
   GatherParams p{};
   p.cache = ViewOf(cache, layout);
   p.out = MutViewOf(out, layout);
@@ -39,46 +33,39 @@ Napi::Value Gather(const Napi::CallbackInfo& info) {
   p.positions = static_cast<const int32_t*>(pos.data);
   p.pos_sB = pos.dim(1) * K;
   p.pos_sH = pos.dim(1) == 1 ? 0 : K;
-  Dispatch d(env, op, device, stream);
-  if (device < 0) {
+  Dispatch d(c.env, c.op, c.device, c.stream);
+  if (c.device < 0) {
     // Check every position before writing anything: a failed op leaves `out` untouched.
     const int32_t* pp = p.positions;
     int64_t bad = 0;
     for (int64_t i = 0; i < pos.numel; ++i) bad += (pp[i] < 0 || pp[i] >= cd.S) ? 1 : 0;
     if (bad == 0) bad = d.cpu([&] { return cpu::gather(p); });
     if (bad != 0) {
-      Throw(env, code::kIndexOutOfRange,
-            op + ": " + std::to_string(bad) + " positions fall outside [0, " + std::to_string(cd.S) + ")");
+      Throw(c.env, code::kIndexOutOfRange,
+            c.op + ": " + std::to_string(bad) + " positions fall outside [0, " + std::to_string(cd.S) + ")");
     }
   } else {
 #ifdef KVSIFT_WITH_CUDA
-    d.cuda_result(cuda::gather(p, stream));
-    Touch(stream, {&cache, &pos, &out});
+    d.cuda_result(cuda::gather(p, c.stream));
+    Touch(c.stream, {&cache, &pos, &out});
 #endif
   }
-  return env.Undefined();
+  return c.env.Undefined();
 }
 
 // fillWindow(positions, { window, n, rowStride, rowsPerBatch, seqLens? }, stream?)
 Napi::Value FillWindow(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  const std::string op = "fillWindow";
-  Napi::Object o = GetOptions(env, op, info[1]);
-  TensorArg pos = GetTensor(env, op, info[0], "positions", kAnyRank, {DType::I32});
-  cudaStream_t stream = GetStream(env, op, info[2]);
-  int64_t stride = GetInt(env, op, o.Get("rowStride"), "rowStride", 1, int64_t{1} << 31);
-  int64_t W = GetInt(env, op, o.Get("window"), "window", 0, stride);
-  int64_t N = GetInt(env, op, o.Get("n"), "n", W, int64_t{1} << 31);
-  int64_t rpb = GetInt(env, op, o.Get("rowsPerBatch"), "rowsPerBatch", 1, int64_t{1} << 31);
+  Call c(info, "fillWindow", 1);
+  auto [pos] = c.tensors({{0, "positions", kAnyRank, {DType::I32}}});
+  int64_t stride = c.integer("rowStride", 1, int64_t{1} << 31);
+  int64_t W = c.integer("window", 0, stride);
+  int64_t N = c.integer("n", W, int64_t{1} << 31);
+  int64_t rpb = c.integer("rowsPerBatch", 1, int64_t{1} << 31);
   int64_t R = pos.numel / stride;
-  if (R * stride != pos.numel) ThrowInvalid(env, op, "positions", "a multiple of rowStride elements", std::to_string(pos.numel));
-  Lengths lens(env, op, o.Get("seqLens"), "seqLens", (R + rpb - 1) / rpb, W, N, pos.device, stream);
+  if (R * stride != pos.numel) c.invalid("positions", "a multiple of rowStride elements", std::to_string(pos.numel));
+  Lengths lens = c.lengths("seqLens", (R + rpb - 1) / rpb, W, N);
   FillWindowParams p{static_cast<int32_t*>(pos.data), R, stride, rpb, static_cast<int32_t>(W), static_cast<int32_t>(N), lens.ptr()};
-  Dispatch d(env, op, pos.device, stream);
-  d.run([&] { cpu::fill_window(p); },
-        [&] { return KVSIFT_CUDA_CALL(cuda::fill_window(p, stream)); },
-        {&pos});
-  return env.Undefined();
+  return c.run([&] { cpu::fill_window(p); }, [&] { return KVSIFT_CUDA_CALL(cuda::fill_window(p, c.stream)); }, {&pos});
 }
 
 }  // namespace

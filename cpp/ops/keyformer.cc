@@ -6,52 +6,30 @@ namespace {
 
 // accumulate(queries, keys, scores, { layout, tau, noise, seed, step, seqLens? }, stream?)
 Napi::Value Accumulate(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  const std::string op = "keyformer.accumulate";
-  Napi::Object o = GetOptions(env, op, info[3]);
-  int layout = Layout(env, op, o);
-  TensorArg q = GetTensor(env, op, info[0], "queries", 4, kFloatTypes);
-  TensorArg k = GetTensor(env, op, info[1], "keys", 4, kFloatTypes);
-  TensorArg s = GetTensor(env, op, info[2], "scores", 3, {DType::F32});
-  int device = SameDevice(env, op, {&q, &k, &s});
-  cudaStream_t stream = GetStream(env, op, info[4]);
-  if (q.dtype != k.dtype) ThrowInvalid(env, op, "queries.dtype", std::string("keys' dtype ") + dtype_name(k.dtype), dtype_name(q.dtype));
-  Dims qd = DimsOf(q, layout), kd = DimsOf(k, layout);
-  if (qd.B != kd.B || qd.D != kd.D || kd.H == 0 || qd.H % kd.H != 0 || qd.S < 1 || qd.S > kd.S) {
-    ThrowInvalid(env, op, "queries.shape", "[B, Hq, T, D] matching keys, Hq a multiple of Hkv, 1 <= T <= N", ShapeText(q.shape));
+  Call c(info, "keyformer.accumulate", 3);
+  int layout = c.layout();
+  auto [q, k, s] = c.tensors({{0, "queries", 4, kFloatTypes}, {1, "keys", 4, kFloatTypes}, {2, "scores", 3, {DType::F32}}});
+  QueryKeys d = CheckQueryKeys(c, q, k, layout);
+  if (d.qd.B != d.kd.B || d.qd.D != d.kd.D || d.kd.H == 0 || d.qd.H % d.kd.H != 0 || d.qd.S < 1 || d.qd.S > d.kd.S) {
+    c.invalid("queries.shape", "[B, Hq, T, D] matching keys, Hq a multiple of Hkv, 1 <= T <= N", ShapeText(q.shape));
   }
-  ExpectShape(env, op, s, "scores", {kd.B, kd.H, kd.S});
-  double tau = GetNumber(env, op, o.Get("tau"), "tau");
-  if (!(tau > 0)) ThrowInvalid(env, op, "tau", "a positive number", std::to_string(tau));
-  int64_t noise = GetInt(env, op, o.Get("noise"), "noise", 0, 1);
-  uint64_t seed = GetU64(env, op, o.Get("seed"), "seed");
-  uint64_t step = GetU64(env, op, o.Get("step"), "step");
-  Lengths lens(env, op, o.Get("seqLens"), "seqLens", kd.B, qd.S, kd.S, device, stream);
+  c.expect_shape(s, "scores", {d.kd.B, d.kd.H, d.kd.S});
+  double tau = c.number("tau");
+  if (!(tau > 0)) c.invalid("tau", "a positive number", std::to_string(tau));
+  int64_t noise = c.integer("noise", 0, 1);
+  uint64_t seed = c.u64("seed");
+  uint64_t step = c.u64("step");
+  Lengths lens = c.lengths("seqLens", d.kd.B, d.qd.S, d.kd.S);
   AccumulateParams p{};
-  p.q = ViewOf(q, layout);
-  p.k = ViewOf(k, layout);
-  p.dtype = q.dtype;
-  p.B = static_cast<int32_t>(kd.B);
-  p.Hq = static_cast<int32_t>(qd.H);
-  p.Hkv = static_cast<int32_t>(kd.H);
-  p.T = static_cast<int32_t>(qd.S);
-  p.N = static_cast<int32_t>(kd.S);
-  p.D = static_cast<int32_t>(kd.D);
-  p.seq_lens = lens.ptr();
-  p.scale = 1.0f / std::sqrt(static_cast<float>(kd.D));
+  SetQueryKeys(p, q, k, layout, d, lens.ptr());
+  p.T = static_cast<int32_t>(d.qd.S);
   p.tau = static_cast<float>(tau);
   p.noise = static_cast<NoiseKind>(noise);
   p.seed = seed;
   p.step = step;
   p.scores = static_cast<float*>(s.data);
-  Dispatch d(env, op, device, stream);
-  d.run([&] { cpu::accumulate(p); },
-        [&] {
-          Temp ws(env, op, device, KVSIFT_CUDA_CALL(cuda::accumulate_workspace_bytes(p)), stream);
-          return KVSIFT_CUDA_CALL(cuda::accumulate(p, ws.get(), stream));
-        },
-        {&q, &k, &s});
-  return env.Undefined();
+  return c.run([&] { cpu::accumulate(p); }, [&] { return KVSIFT_CUDA_CALL(cuda::accumulate_workspace_bytes(p)); },
+               [&](void* ws) { return KVSIFT_CUDA_CALL(cuda::accumulate(p, ws, c.stream)); }, {&q, &k, &s});
 }
 
 }  // namespace

@@ -6,56 +6,34 @@ namespace {
 
 // snapkvScores(queries, keys, out, { window, groupReduce, layout, seqLens?, lse? }, stream?)
 Napi::Value SnapkvScores(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  const std::string op = "snapkv.scores";
-  Napi::Object o = GetOptions(env, op, info[3]);
-  int layout = Layout(env, op, o);
-  TensorArg q = GetTensor(env, op, info[0], "queries", 4, kFloatTypes);
-  TensorArg k = GetTensor(env, op, info[1], "keys", 4, kFloatTypes);
-  TensorArg out = GetTensor(env, op, info[2], "out", 3, {DType::F32});
-  int device = SameDevice(env, op, {&q, &k, &out});
-  cudaStream_t stream = GetStream(env, op, info[4]);
-  if (q.dtype != k.dtype) ThrowInvalid(env, op, "queries.dtype", std::string("keys' dtype ") + dtype_name(k.dtype), dtype_name(q.dtype));
-  Dims qd = DimsOf(q, layout), kd = DimsOf(k, layout);
-  int64_t W = GetInt(env, op, o.Get("window"), "window", 1, kd.S);
-  int64_t gr = GetInt(env, op, o.Get("groupReduce"), "groupReduce", 0, 3);
-  if (qd.B != kd.B || qd.D != kd.D || qd.S != W || kd.H == 0 || qd.H % kd.H != 0) {
-    ThrowInvalid(env, op, "queries.shape", "[B, Hq, W, D] matching keys with Hq a multiple of Hkv", ShapeText(q.shape));
+  Call c(info, "snapkv.scores", 3);
+  int layout = c.layout();
+  auto [q, k, out] = c.tensors({{0, "queries", 4, kFloatTypes}, {1, "keys", 4, kFloatTypes}, {2, "out", 3, {DType::F32}}});
+  QueryKeys d = CheckQueryKeys(c, q, k, layout);
+  int64_t W = c.integer("window", 1, d.kd.S);
+  int64_t gr = c.integer("groupReduce", 0, 3);
+  if (d.qd.B != d.kd.B || d.qd.D != d.kd.D || d.qd.S != W || d.kd.H == 0 || d.qd.H % d.kd.H != 0) {
+    c.invalid("queries.shape", "[B, Hq, W, D] matching keys with Hq a multiple of Hkv", ShapeText(q.shape));
   }
-  int64_t hout = gr == 3 ? qd.H : kd.H;
-  ExpectShape(env, op, out, "out", {kd.B, hout, kd.S - W});
-  Lengths lens(env, op, o.Get("seqLens"), "seqLens", kd.B, W, kd.S, device, stream);
+  int64_t hout = gr == 3 ? d.qd.H : d.kd.H;
+  c.expect_shape(out, "out", {d.kd.B, hout, d.kd.S - W});
+  Lengths lens = c.lengths("seqLens", d.kd.B, W, d.kd.S);
   const float* lse = nullptr;
   TensorArg lse_t;
-  if (!o.Get("lse").IsUndefined()) {
-    lse_t = GetTensor(env, op, o.Get("lse"), "lse", 3, {DType::F32});
-    SameDevice(env, op, {&q, &lse_t});
-    ExpectShape(env, op, lse_t, "lse", {qd.B, qd.H, W});
+  if (c.has("lse")) {
+    lse_t = GetTensor(c.env, c.op, c.option("lse"), "lse", 3, {DType::F32});
+    SameDevice(c.env, c.op, {&q, &lse_t});
+    c.expect_shape(lse_t, "lse", {d.qd.B, d.qd.H, W});
     lse = static_cast<const float*>(lse_t.data);
   }
   SnapkvScoresParams p{};
-  p.q = ViewOf(q, layout);
-  p.k = ViewOf(k, layout);
-  p.dtype = q.dtype;
-  p.B = static_cast<int32_t>(kd.B);
-  p.Hq = static_cast<int32_t>(qd.H);
-  p.Hkv = static_cast<int32_t>(kd.H);
-  p.N = static_cast<int32_t>(kd.S);
+  SetQueryKeys(p, q, k, layout, d, lens.ptr());
   p.W = static_cast<int32_t>(W);
-  p.D = static_cast<int32_t>(kd.D);
-  p.seq_lens = lens.ptr();
   p.lse = lse;
   p.group_reduce = static_cast<GroupReduce>(gr);
-  p.scale = 1.0f / std::sqrt(static_cast<float>(kd.D));
   p.out = static_cast<float*>(out.data);
-  Dispatch d(env, op, device, stream);
-  d.run([&] { cpu::snapkv_scores(p); },
-        [&] {
-          Temp ws(env, op, device, KVSIFT_CUDA_CALL(cuda::snapkv_scores_workspace_bytes(p)), stream);
-          return KVSIFT_CUDA_CALL(cuda::snapkv_scores(p, ws.get(), stream));
-        },
-        {&q, &k, &out});
-  return env.Undefined();
+  return c.run([&] { cpu::snapkv_scores(p); }, [&] { return KVSIFT_CUDA_CALL(cuda::snapkv_scores_workspace_bytes(p)); },
+               [&](void* ws) { return KVSIFT_CUDA_CALL(cuda::snapkv_scores(p, ws, c.stream)); }, {&q, &k, &out});
 }
 
 }  // namespace

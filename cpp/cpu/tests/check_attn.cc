@@ -2,11 +2,9 @@
 // snapkv_scores (cpp/cpu/snapkv_scores.cc) and accumulate (cpp/cpu/keyformer.cc), against a
 // naive double-precision reference written here from common/params.h alone; plus the other paths
 // of the shared core (recomputed logits, one pair per chunk) compared bit for bit, and the same
-// bits for any thread count. Not part of the addon. Build and run (one command line):
-//   g++ -std=gnu++17 -O3 -pthread cpp/cpu/tests/check_attn.cc cpp/cpu/snapkv_scores.cc
-//       cpp/cpu/keyformer.cc cpp/cpu/parallel.cc -o /tmp/check_attn && /tmp/check_attn
-// `-v` lists every case, `--cases N` runs N random cases per op (default 160), `--bench` times
-// the Llama-3-8B-like shapes instead.
+// bits for any thread count. Not part of the addon: built and run by CTest
+// (cpp/cpu/tests/CMakeLists.txt, from .ci/run). `-v` lists every case, `--cases N` runs N random
+// cases per op (default 160), `--bench` times the Llama-3-8B-like shapes instead.
 #include <algorithm>
 #include <chrono>
 #include <cinttypes>
@@ -25,27 +23,14 @@
 #include "../cpu_ops.h"
 #include "../half.h"
 #include "../parallel.h"
+#include "check.h"
 
 using namespace kvsift;
+using namespace kvsift::test;
 
 namespace {
 
-int g_failures = 0;
-int g_checks = 0;
 
-void check(bool ok, const std::string& what) {
-  ++g_checks;
-  if (!ok) {
-    ++g_failures;
-    if (g_failures <= 30) std::printf("FAIL: %s\n", what.c_str());
-  }
-}
-
-std::mt19937_64 rng(20240612);
-
-int64_t rand_int(int64_t lo, int64_t hi) {  // inclusive
-  return std::uniform_int_distribution<int64_t>(lo, hi)(rng);
-}
 template <typename T>
 T pick(const std::vector<T>& v) {
   return v[static_cast<size_t>(rand_int(0, static_cast<int64_t>(v.size()) - 1))];
@@ -270,9 +255,41 @@ uint64_t hash_floats(const float* x, size_t n, uint64_t h) {
   return h;
 }
 
+// The fields SnapkvScoresParams and AccumulateParams share.
+template <typename Params>
+void set_problem(Params& p, const Tensor& q, const Tensor& k, DType dt, int64_t B, int64_t Hq,
+                 int64_t Hkv, int64_t N, int64_t D, const int32_t* lens, double scale) {
+  p.q = q.view;
+  p.k = k.view;
+  p.dtype = dt;
+  p.B = static_cast<int32_t>(B);
+  p.Hq = static_cast<int32_t>(Hq);
+  p.Hkv = static_cast<int32_t>(Hkv);
+  p.N = static_cast<int32_t>(N);
+  p.D = static_cast<int32_t>(D);
+  p.seq_lens = lens;
+  p.scale = static_cast<float>(scale);
+}
+
 // Runs the core with shrunken budgets: stored exponentials with one pair per chunk, or logits
 // recomputed in pass 2 with one pair per chunk. Both must give the default path's bits.
 enum class CorePath { StoredSmallChunks, Recompute };
+void run_core(cpu::ColsumProblem P, CorePath path);
+
+// Runs P on each of the core's other paths from a copy of `start` (what the output held before
+// the default run) and checks the bits against `want` (what the default path wrote).
+void check_other_paths(cpu::ColsumProblem P, const std::vector<float>& start,
+                       const std::vector<float>& want, const std::string& name) {
+  for (CorePath path : {CorePath::StoredSmallChunks, CorePath::Recompute}) {
+    std::vector<float> out = start;
+    P.out = out.data();
+    run_core(P, path);
+    check(std::memcmp(want.data(), out.data(), want.size() * 4) == 0,
+          name + (path == CorePath::Recompute ? ": recompute path" : ": small chunks") +
+              " differs from the default path");
+  }
+}
+
 void run_core(cpu::ColsumProblem P, CorePath path) {
   P.store_chunk_bytes = 1;
   P.chunk_bytes = 1;
@@ -336,19 +353,10 @@ void snapkv_case(Stats& st, bool verbose) {
   std::vector<float> out(static_cast<size_t>(B * Hout * M + 1), 12345.0f);  // +1: overrun guard
 
   SnapkvScoresParams p{};
-  p.q = q.view;
-  p.k = k.view;
-  p.dtype = dt;
-  p.B = static_cast<int32_t>(B);
-  p.Hq = static_cast<int32_t>(Hq);
-  p.Hkv = static_cast<int32_t>(Hkv);
-  p.N = static_cast<int32_t>(N);
+  set_problem(p, q, k, dt, B, Hq, Hkv, N, D, use_lens ? lens.data() : nullptr, scale);
   p.W = static_cast<int32_t>(W);
-  p.D = static_cast<int32_t>(D);
-  p.seq_lens = use_lens ? lens.data() : nullptr;
   p.lse = use_lse ? lse.data() : nullptr;
   p.group_reduce = red;
-  p.scale = static_cast<float>(scale);
   p.out = out.data();
   cpu::snapkv_scores(p);
 
@@ -370,32 +378,10 @@ void snapkv_case(Stats& st, bool verbose) {
         zeros = zeros && out[static_cast<size_t>((b * Hout + h) * M + j)] == 0.0f;
   check(zeros, std::string(name) + ": zeros past L - W");
 
-  // The other paths of the core give the very same bits.
-  std::vector<float> out2(out.size(), 12345.0f);
-  cpu::ColsumProblem P{};
-  P.kind = cpu::ColsumKind::Snapkv;
-  P.q = p.q;
-  P.k = p.k;
-  P.dtype = dt;
-  P.B = p.B;
-  P.Hq = p.Hq;
-  P.Hkv = p.Hkv;
-  P.Tq = p.W;
-  P.N = p.N;
-  P.D = p.D;
-  P.seq_lens = p.seq_lens;
-  P.lse = p.lse;
-  P.scale = p.scale;
-  P.tau = 1.0f;
-  P.group_reduce = red;
-  for (CorePath path : {CorePath::StoredSmallChunks, CorePath::Recompute}) {
-    std::fill(out2.begin(), out2.end() - 1, -1.0f);
-    P.out = out2.data();
-    run_core(P, path);
-    check(std::memcmp(out.data(), out2.data(), out.size() * 4) == 0,
-          std::string(name) + (path == CorePath::Recompute ? ": recompute path" : ": small chunks") +
-              " differs from the default path");
-  }
+  // The other paths of the core give the very same bits (from an output of -1s: every vote written).
+  std::vector<float> start(out.size(), -1.0f);
+  start.back() = 12345.0f;
+  check_other_paths(cpu::snapkv_problem(p), start, out, name);
 
   g_hash = hash_floats(out.data(), out.size(), g_hash);
   st.worst = std::max(st.worst, e);
@@ -430,17 +416,8 @@ void accumulate_case(Stats& st, bool verbose) {
   std::vector<float> scores = init;
 
   AccumulateParams p{};
-  p.q = q.view;
-  p.k = k.view;
-  p.dtype = dt;
-  p.B = static_cast<int32_t>(B);
-  p.Hq = static_cast<int32_t>(Hq);
-  p.Hkv = static_cast<int32_t>(Hkv);
+  set_problem(p, q, k, dt, B, Hq, Hkv, N, D, use_lens ? lens.data() : nullptr, scale);
   p.T = static_cast<int32_t>(T);
-  p.N = static_cast<int32_t>(N);
-  p.D = static_cast<int32_t>(D);
-  p.seq_lens = use_lens ? lens.data() : nullptr;
-  p.scale = static_cast<float>(scale);
   p.tau = tau;
   p.noise = noise ? NoiseKind::Gumbel : NoiseKind::None;
   p.seed = seed;
@@ -490,33 +467,7 @@ void accumulate_case(Stats& st, bool verbose) {
   }
   check(untouched, std::string(name) + ": touched scores past L or past the end");
 
-  std::vector<float> scores2;
-  cpu::ColsumProblem P{};
-  P.kind = cpu::ColsumKind::Accumulate;
-  P.q = p.q;
-  P.k = p.k;
-  P.dtype = dt;
-  P.B = p.B;
-  P.Hq = p.Hq;
-  P.Hkv = p.Hkv;
-  P.Tq = p.T;
-  P.N = p.N;
-  P.D = p.D;
-  P.seq_lens = p.seq_lens;
-  P.scale = p.scale;
-  P.tau = tau;
-  P.noise = noise;
-  P.seed = seed;
-  P.step = step;
-  P.group_reduce = GroupReduce::Sum;
-  for (CorePath path : {CorePath::StoredSmallChunks, CorePath::Recompute}) {
-    scores2 = init;
-    P.out = scores2.data();
-    run_core(P, path);
-    check(std::memcmp(scores.data(), scores2.data(), scores.size() * 4) == 0,
-          std::string(name) + (path == CorePath::Recompute ? ": recompute path" : ": small chunks") +
-              " differs from the default path");
-  }
+  check_other_paths(cpu::accumulate_problem(p), init, scores, name);
 
   g_hash = hash_floats(scores.data(), scores.size(), g_hash);
   st.worst = std::max(st.worst, e);
@@ -547,16 +498,8 @@ void edge_cases() {
   Tensor q = make_tensor(1, 2, 4, 64, DType::F32, Layout::Bhsd, 1.0f);
   Tensor k = make_tensor(1, 1, 4, 64, DType::F32, Layout::Bhsd, 1.0f);
   SnapkvScoresParams p{};
-  p.q = q.view;
-  p.k = k.view;
-  p.dtype = DType::F32;
-  p.B = 1;
-  p.Hq = 2;
-  p.Hkv = 1;
-  p.N = 4;
+  set_problem(p, q, k, DType::F32, 1, 2, 1, 4, 64, nullptr, 0.125);
   p.W = 4;
-  p.D = 64;
-  p.scale = 0.125f;
   p.out = out.data();
   cpu::snapkv_scores(p);
   check(out[0] == 7.0f, "snapkv N == W writes nothing");
@@ -573,38 +516,15 @@ void edge_cases() {
 
   // Accumulate, T = 1, L = 1: the only visible key gets exactly G * 1.
   std::vector<float> sc(10, 0.5f);
-  AccumulateParams a{};
-  a.q = make_tensor(1, 2, 1, 64, DType::F32, Layout::Bhsd, 1.0f).view;
   Tensor qa = make_tensor(1, 2, 1, 64, DType::F32, Layout::Bhsd, 1.0f);
-  a.q = qa.view;
-  a.k = k2.view;
-  a.dtype = DType::F32;
-  a.B = 1;
-  a.Hq = 2;
-  a.Hkv = 1;
-  a.T = 1;
-  a.N = 10;
-  a.D = 64;
   int32_t one = 1;
-  a.seq_lens = &one;
-  a.scale = 0.125f;
+  AccumulateParams a{};
+  set_problem(a, qa, k2, DType::F32, 1, 2, 1, 10, 64, &one, 0.125);
+  a.T = 1;
   a.tau = 1.0f;
   a.scores = sc.data();
   cpu::accumulate(a);
   check(sc[0] == 2.5f && sc[1] == 0.5f && sc[9] == 0.5f, "accumulate L = 1: +G on key 0 only");
-}
-
-double median_ms(const std::function<void()>& fn, int reps) {
-  fn();
-  std::vector<double> t;
-  for (int i = 0; i < reps; ++i) {
-    auto a = std::chrono::steady_clock::now();
-    fn();
-    auto b = std::chrono::steady_clock::now();
-    t.push_back(std::chrono::duration<double, std::milli>(b - a).count());
-  }
-  std::sort(t.begin(), t.end());
-  return t[t.size() / 2];
 }
 
 void bench() {
@@ -617,16 +537,8 @@ void bench() {
       Tensor k = make_tensor(B, Hkv, N, D, dt, Layout::Bhsd, 1.0f);
       std::vector<float> out(static_cast<size_t>(B * Hkv * (N - W)));
       SnapkvScoresParams p{};
-      p.q = q.view;
-      p.k = k.view;
-      p.dtype = dt;
-      p.B = B;
-      p.Hq = Hq;
-      p.Hkv = Hkv;
-      p.N = static_cast<int32_t>(N);
+      set_problem(p, q, k, dt, B, Hq, Hkv, N, D, nullptr, 1.0 / std::sqrt(128.0));
       p.W = W;
-      p.D = D;
-      p.scale = 1.0f / std::sqrt(128.0f);
       p.group_reduce = GroupReduce::Mean;
       p.out = out.data();
       const double ms = median_ms([&] { cpu::snapkv_scores(p); }, N > 8192 ? 3 : 9);
@@ -647,16 +559,8 @@ void bench() {
       Tensor k = make_tensor(B, Hkv, N, D, DType::F32, Layout::Bhsd, 1.0f);
       std::vector<float> sc(static_cast<size_t>(B * Hkv * N), 0.0f);
       AccumulateParams a{};
-      a.q = q.view;
-      a.k = k.view;
-      a.dtype = DType::F32;
-      a.B = B;
-      a.Hq = Hq;
-      a.Hkv = Hkv;
+      set_problem(a, q, k, DType::F32, B, Hq, Hkv, N, D, nullptr, 1.0 / std::sqrt(128.0));
       a.T = static_cast<int32_t>(T);
-      a.N = static_cast<int32_t>(N);
-      a.D = D;
-      a.scale = 1.0f / std::sqrt(128.0f);
       a.tau = 1.5f;
       a.noise = noise ? NoiseKind::Gumbel : NoiseKind::None;
       a.seed = 42;
@@ -672,6 +576,7 @@ void bench() {
 }  // namespace
 
 int main(int argc, char** argv) {
+  rng.seed(20240612);
   bool verbose = false, hash_only = false;
   int cases = 160;
   for (int i = 1; i < argc; ++i) {
@@ -711,6 +616,5 @@ int main(int argc, char** argv) {
     check(ok && std::strncmp(buf, mine, 16) == 0,
           std::string("same bits with KVSIFT_NUM_THREADS=") + th + " (got " + buf + ")");
   }
-  std::printf("%d checks, %d failures\n", g_checks, g_failures);
-  return g_failures == 0 ? 0 : 1;
+  return finish();
 }

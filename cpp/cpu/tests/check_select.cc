@@ -1,9 +1,8 @@
-// kvsift/cpp/cpu/tests/check_select.cc: standalone check of cpp/cpu/select.cc and
-// cpp/cpu/streaming.cc against naive, independently written references, plus the Philox
-// known-answer vectors and the Gumbel moments. Not part of the addon. Build and run:
-//   g++ -std=c++17 -O2 -pthread cpp/cpu/tests/check_select.cc cpp/cpu/select.cc
-//       cpp/cpu/streaming.cc cpp/cpu/parallel.cc -o /tmp/check_select && /tmp/check_select
-// (one command line).
+// kvsift/cpp/cpu/tests/check_select.cc: standalone check of the CPU selection and elementwise
+// ops (cpp/cpu/topk.cc, gather.cc, pool.cc, l2.cc, elementwise.cc) against naive, independently
+// written references, plus the Philox known-answer vectors and the Gumbel moments. Not part of
+// the addon: built and run by CTest (cpp/cpu/tests/CMakeLists.txt, from .ci/run). `--bench`
+// times top-k instead.
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -20,30 +19,17 @@
 #include "../cpu_ops.h"
 #include "../half.h"
 #include "../parallel.h"
+#include "check.h"
 
 using namespace kvsift;
+using namespace kvsift::test;
 
 namespace {
 
-int g_failures = 0;
-int g_checks = 0;
-
-void check(bool ok, const std::string& what) {
-  ++g_checks;
-  if (!ok) {
-    ++g_failures;
-    if (g_failures <= 30) std::printf("FAIL: %s\n", what.c_str());
-  }
-}
 
 const float kInf = std::numeric_limits<float>::infinity();
 const float kNaN = std::numeric_limits<float>::quiet_NaN();
 
-std::mt19937_64 rng(20240611);
-
-int64_t rand_int(int64_t lo, int64_t hi) {  // inclusive
-  return std::uniform_int_distribution<int64_t>(lo, hi)(rng);
-}
 
 // Fills a row in one of several regimes: plain normals, a handful of distinct values (ties),
 // a sprinkle of specials, all equal, all NaN.
@@ -534,23 +520,6 @@ void test_philox_gumbel() {
 // ---------------------------------------------------------------------------------------------
 // Timing
 
-// Median and best of `reps` runs after one warm-up (thread pool, scratch buffers). The best is
-// printed too because the 2-core build machine is shared and the median wanders.
-template <typename F>
-double median_ms(F&& f, int reps, double* best = nullptr) {
-  std::vector<double> t;
-  f();
-  for (int i = 0; i < reps; ++i) {
-    auto t0 = std::chrono::steady_clock::now();
-    f();
-    auto t1 = std::chrono::steady_clock::now();
-    t.push_back(std::chrono::duration<double, std::milli>(t1 - t0).count());
-  }
-  std::sort(t.begin(), t.end());
-  if (best != nullptr) *best = t.front();
-  return t[t.size() / 2];
-}
-
 void bench_topk(int64_t R, int64_t M, int64_t k) {
   std::vector<float> in(static_cast<size_t>(R * M));
   fill_scores(in.data(), R * M, 0);
@@ -586,15 +555,18 @@ void bench_topk(int64_t R, int64_t M, int64_t k) {
 
 }  // namespace
 
-int main() {
+int main(int argc, char** argv) {
+  rng.seed(20240611);
+  if (argc > 1 && std::strcmp(argv[1], "--bench") == 0) {
+    bench_topk(32, 32768, 2016);
+    bench_topk(32, 131072, 2048);
+    return 0;
+  }
   test_topk();
   test_gather();
   test_pool();
   test_l2();
   test_protect_and_reduce();
   test_philox_gumbel();
-  bench_topk(32, 32768, 2016);
-  bench_topk(32, 131072, 2048);
-  std::printf("%d checks, %d failures\n", g_checks, g_failures);
-  return g_failures == 0 ? 0 : 1;
+  return finish();
 }
