@@ -6,9 +6,9 @@
  */
 import { describe, expect, it } from 'vitest';
 import { decode, h2o, keyformer, Tensor, type Device, type DType } from '../lib/index';
-import { cudaDevices, describeCuda, expectClose, expectKvsiftError, testRng, tolerance, type Rng } from './helpers';
-import { attention as refAttention, type DecodeRefOptions } from './reference/decode';
-import { fromLayout, shapeIn, toLayout, type Cache4, type Layout } from './reference/keyformer';
+import { cudaDevices, describeCuda, makeCache, expectClose, expectKvsiftError, testRng, tolerance, type Rng } from './helpers';
+import { attention as refAttention } from '../reference/decode';
+import { fromLayout, shapeIn, type Cache4, type Layout } from '../reference/layout';
 
 const LAYOUTS: Layout[] = ['bhsd', 'bshd'];
 const DTYPES: ('f32' | 'f16' | 'bf16')[] = ['f32', 'f16', 'bf16'];
@@ -18,11 +18,6 @@ const F32_TOL = { rtol: 1e-4, atol: 1e-6 };
 const LSE_TOL = { rtol: 1e-5, atol: 1e-5 };
 const SCORE_TOL = { rtol: 1e-6, atol: 1e-6 };
 
-function makeCache(data: Float32Array, dims: [number, number, number, number], dtype: DType, layout: Layout, device: Device = 'cpu'): { t: Tensor; ref: Cache4 } {
-  const [B, H, S, D] = dims;
-  const t = Tensor.from(toLayout({ data, B, H, S, D }, layout), { shape: shapeIn(layout, B, H, S, D), dtype, device });
-  return { t, ref: fromLayout(t.toArray(), layout, B, H, S, D) };
-}
 
 interface Problem {
   B: number;

@@ -339,7 +339,7 @@ void decode_attention(const DecodeParams& P) {
   CP.B = P.B;
   CP.Hq = P.Hq;
   CP.Hkv = P.Hkv;
-  CP.Tq = P.T;
+  CP.T = P.T;
   CP.N = P.N;
   CP.D = P.D;
   CP.seq_lens = P.seq_lens;
@@ -393,7 +393,7 @@ void decode_attention(const DecodeParams& P) {
   X.P = &CP;
   X.G = G;
   X.R = R;
-  X.Tq = P.T;
+  X.T = P.T;
   X.D = D;
   X.N = P.N;
   X.Tk = Tk;

@@ -1,35 +1,32 @@
 /**
- * Float64 references for decode attention (dense and sparse, with H2O / Keyformer accumulation)
- * and Quest's metadata, bounds and selection, written from ALGORITHMS.md, not from the kernels.
- * Caches are logical [B, H, S, D] (see reference/keyformer.ts for the layouts).
+ * A float64 reference of decode attention (dense and over a selection, with H2O / Keyformer
+ * accumulation) and of Quest's metadata, bounds and selection (docs/ALGORITHMS.md, "Decode
+ * attention", "Sparse decode attention", "Quest"), written from the spec, not from the kernels.
  */
-import { at, type Cache4 } from './keyformer';
-import { philoxGumbel } from './philox';
+'use strict';
 
-export interface DecodeRefOptions {
-  seqLens?: ArrayLike<number>;
-  /** default 1/sqrt(D) */
-  scale?: number;
-  /** The keys row (b, h) may attend to, before the causal mask (default: all keys < L). */
-  selection?: (b: number, h: number, L: number) => number[];
-  accumulate?: { scores: ArrayLike<number>; tau: number; noise: 'gumbel' | 'none'; seed?: number | bigint; step?: number | bigint };
-}
+const { at } = require('./layout');
+const { philoxGumbel } = require('./philox');
 
-export interface DecodeRef {
-  /** [B, Hq, T, D] */
-  out: Float64Array;
-  /** [B, Hq, T] */
-  lse: Float64Array;
-  /** [B, Hkv, N] with accumulate */
-  scores?: Float64Array;
-}
+/** @typedef {import('./layout').Cache4} Cache4 */
+/**
+ * @typedef {{ seqLens?: ArrayLike<number>, scale?: number,
+ *   selection?: (b: number, h: number, L: number) => number[],
+ *   accumulate?: { scores: ArrayLike<number>, tau: number, noise: 'gumbel' | 'none', seed?: number | bigint, step?: number | bigint } }} DecodeRefOptions
+ */
 
 /**
- * Query t of row b sits at p = L - T + t and attends (softmax over the scaled logits) to the
- * selected keys j with 0 <= j <= p and j < L; out = Σ softmax · v, lse = log Σ exp(logit).
- * A query that sees nothing: out 0, lse -Infinity. Accumulation adds softmax((logit + g) / tau).
+ * Query t of row b sits at p = L - T + t and attends (softmax over the scaled logits, default
+ * scale 1/sqrt(D)) to the selected keys j with 0 <= j <= p and j < L (default selection: every
+ * key below L); out = Σ softmax · v, lse = ln Σ exp(logit). A query that sees nothing: out 0,
+ * lse -Infinity. With accumulate, scores[b, hq / G, j] += softmax((logit + g) / tau).
+ * @param {Cache4} q [B, Hq, T, D]
+ * @param {Cache4} k [B, Hkv, N, D]
+ * @param {Cache4} v [B, Hkv, N, D]
+ * @param {DecodeRefOptions} [o]
+ * @returns {{ out: Float64Array, lse: Float64Array, scores?: Float64Array }} out [B, Hq, T, D], lse [B, Hq, T], scores [B, Hkv, N]
  */
-export function attention(q: Cache4, k: Cache4, v: Cache4, o: DecodeRefOptions = {}): DecodeRef {
+function attention(q, k, v, o = {}) {
   const { B, H: Hq, S: T, D } = q;
   const { H: Hkv, S: N } = k;
   const G = Hq / Hkv;
@@ -79,8 +76,14 @@ export function attention(q: Cache4, k: Cache4, v: Cache4, o: DecodeRefOptions =
   return { out, lse, scores };
 }
 
-/** min / max over each block's valid tokens, [B, H, nb, D]; +inf / -inf for an empty block. */
-export function questMetadata(k: Cache4, blockSize: number, seqLens?: ArrayLike<number>): { min: Float64Array; max: Float64Array; nb: number } {
+/**
+ * min / max over each block's valid tokens, [B, H, nb, D]; +Infinity / -Infinity for an empty block.
+ * @param {Cache4} k
+ * @param {number} blockSize
+ * @param {ArrayLike<number>} [seqLens]
+ * @returns {{ min: Float64Array, max: Float64Array, nb: number }}
+ */
+function questMetadata(k, blockSize, seqLens) {
   const { B, H, S: N, D } = k;
   const nb = Math.ceil(N / blockSize);
   const min = new Float64Array(B * H * nb * D).fill(Infinity);
@@ -102,10 +105,17 @@ export function questMetadata(k: Cache4, blockSize: number, seqLens?: ArrayLike<
 }
 
 /**
- * Quest bounds of one query per head against the metadata, combined over the group:
- * [B, Hkv or Hq, nb]; -Infinity for an empty block.
+ * Quest bounds Σ_d max(q_d·min_d, q_d·max_d) of one query per head, combined over the group:
+ * [B, Hkv (Hq for 'none'), nb]; -Infinity for an empty block.
+ * @param {Cache4} q [B, Hq, 1, D]
+ * @param {ArrayLike<number>} min
+ * @param {ArrayLike<number>} max
+ * @param {number} Hkv
+ * @param {number} nb
+ * @param {'sum' | 'max' | 'none'} reduce
+ * @returns {Float64Array}
  */
-export function questBounds(q: Cache4, min: ArrayLike<number>, max: ArrayLike<number>, Hkv: number, nb: number, reduce: 'sum' | 'max' | 'none'): Float64Array {
+function questBounds(q, min, max, Hkv, nb, reduce) {
   const { B, H: Hq, D } = q;
   const G = Hq / Hkv;
   const Hout = reduce === 'none' ? Hq : Hkv;
@@ -131,15 +141,23 @@ export function questBounds(q: Cache4, min: ArrayLike<number>, max: ArrayLike<nu
   return out;
 }
 
-/** The k highest non-empty blocks of each row, ascending, ties to the lower id, -1 padded. */
-export function questSelect(bounds: ArrayLike<number>, rows: number, nb: number, k: number): Int32Array {
+/**
+ * The k highest non-empty blocks of each row, ascending, ties to the lower id, -1 padded.
+ * @param {ArrayLike<number>} bounds [rows, nb]
+ * @param {number} rows
+ * @param {number} nb
+ * @param {number} k
+ * @returns {Int32Array}
+ */
+function questSelect(bounds, rows, nb, k) {
   const out = new Int32Array(rows * k).fill(-1);
   for (let r = 0; r < rows; r++) {
     const ids = [];
     for (let c = 0; c < nb; c++) if (bounds[r * nb + c] !== -Infinity) ids.push(c);
     ids.sort((a, b) => bounds[r * nb + b] - bounds[r * nb + a] || a - b);
-    const chosen = ids.slice(0, k).sort((a, b) => a - b);
-    out.set(chosen, r * k);
+    out.set(ids.slice(0, k).sort((a, b) => a - b), r * k);
   }
   return out;
 }
+
+module.exports = { attention, questMetadata, questBounds, questSelect };
