@@ -26,6 +26,7 @@
 #include "../common/decode.h"
 #include "../common/philox.h"
 #include "decode.h"
+#include "dispatch.h"
 
 namespace kvsift::cuda {
 namespace {
@@ -440,7 +441,8 @@ size_t decode_workspace_bytes(const DecodeParams& p) { return make_plan(p).bytes
 cudaError_t decode_attention(const DecodeParams& p, void* workspace, cudaStream_t stream) {
   if (p.B < 0 || p.Hq < 0 || p.Hkv < 0 || p.T < 0 || p.N < 0 || p.D < 0) return cudaErrorInvalidValue;
   if (p.B == 0 || p.Hq == 0 || p.Hkv == 0 || p.T == 0 || p.D == 0) return cudaSuccess;
-  if (p.Hq % p.Hkv != 0 || p.D > kDecodeMaxD || p.T > kDecodeMaxT) return cudaErrorInvalidValue;
+  if (cudaError_t e = check_head_dim("decode attention", p.D, kDecodeMaxD); e != cudaSuccess) return e;
+  if (p.Hq % p.Hkv != 0 || p.T > kDecodeMaxT) return cudaErrorInvalidValue;
   if (p.dtype != DType::F32 && p.dtype != DType::F16 && p.dtype != DType::BF16) return cudaErrorInvalidValue;
   if (p.selection == DecodeSelection::Blocks && p.block_size <= 0) return cudaErrorInvalidValue;
   const Plan pl = make_plan(p);
