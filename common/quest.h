@@ -39,8 +39,9 @@ struct QuestBoundsParams {
   int32_t* valid;
 };
 
-// After topk (order Position, lengths = max(valid, k)): ids >= valid[r] become -1. Since empty
-// blocks are a suffix and ids are ascending, the -1s end each row.
+// After topk over the bounds (order Position; empty blocks bound at -inf, so they are taken only
+// when a row has fewer than k valid blocks): ids >= valid[r] become -1. Since empty blocks are a
+// suffix and ids are ascending, the -1s end each row.
 struct QuestPadParams {
   int32_t* ids;    // [R, k]
   const int32_t* valid;
