@@ -106,6 +106,26 @@ export interface Binding {
   gumbel(out: NativeTensor, options: { seed: number | bigint; step: number | bigint }, stream?: bigint): void;
   /** out[b, j] = scale * sum_h in[b, h, j] */
   headReduce(input: NativeTensor, out: NativeTensor, options: { scale: number }, stream?: bigint): void;
+
+  // ---- head-adaptive selection and the ragged per-head cache (common/adaptive.h, common/ragged.h).
+  // A ragged layout: head bh = b * heads + h owns storage rows [indptr[bh], indptr[bh + 1]), of
+  // which the first lens[bh] are live (all of them without lens).
+  /** positions i32 [B * budget], indptr i32 [B * H + 1] (outputs); scores f32 [B, H, N], or [rows] with ragged. */
+  adaptiveSelect(scores: NativeTensor, positions: NativeTensor, indptr: NativeTensor,
+    options: { budget: number; minPerHead: number; window: number; lengths?: Int32Array; ragged?: NativeRagged }, stream?: bigint): void;
+  /** Kept rows of a dense 4-D cache (or of a ragged [rows, D] / [rows] source) into out [total + B*H*reserve, D]. */
+  raggedGather(src: NativeTensor, selPositions: NativeTensor, selIndptr: NativeTensor, out: NativeTensor,
+    options: { batch: number; heads: number; reserve: number; layout?: LayoutCode; srcRagged?: NativeRagged; outIndptr?: NativeTensor; outLens?: NativeTensor; identity?: boolean; op?: string }, stream?: bigint): void;
+  /** src [B, H, T, D] appended after each head's live rows of dst [rows, D]; lens grows by T when updateLens. */
+  raggedAppend(src: NativeTensor, dst: NativeTensor,
+    options: { layout?: LayoutCode; ragged: NativeRagged; updateLens: boolean; positions?: NativeTensor; posBase?: Int32Array }, stream?: bigint): void;
+  /** scores f32 [rows] += the step's softmax over each head's live keys [rows, D]; noise keyed by positions (or the index in the head). */
+  raggedAccumulate(queries: NativeTensor, keys: NativeTensor, scores: NativeTensor,
+    options: { layout?: LayoutCode; tau: number; noise: number; seed: number | bigint; step: number | bigint; ragged: NativeRagged; positions?: NativeTensor }, stream?: bigint): void;
+  /** out f32 [B, n]: scale * sum over heads of perHead at each original position; -inf where no head holds it. */
+  raggedLayerScores(perHead: NativeTensor, out: NativeTensor, options: { ragged: NativeRagged; positions?: NativeTensor; scale: number }, stream?: bigint): void;
+  /** Zeroes x f32 [rows] outside every head's live rows. */
+  raggedZeroGaps(x: NativeTensor, options: { ragged: NativeRagged }, stream?: bigint): void;
   /**
    * Decode attention (cpp/ops/decode.cc): out [B, Hq, T, D] in q's layout and dtype. selection 0 dense,
    * 1 positions sel [B, Hkv, k], 2 ragged sel [total] + indptr [B*Hkv + 1], 3 blocks sel [B, Hkv, nb]
@@ -122,4 +142,12 @@ export interface Binding {
   /** Quest selection: out i32 [B, Hkv (Hq for groupReduce 3), k] ascending, -1 padded; groupReduce 1 sum, 2 max, 3 none. */
   questSelect(q: NativeTensor, min: NativeTensor, max: NativeTensor, out: NativeTensor,
     options: { layout?: LayoutCode; k: number; groupReduce: number }, stream?: bigint): void;
+}
+
+/** A ragged per-head layout as the binding reads it. */
+export interface NativeRagged {
+  batch: number;
+  heads: number;
+  indptr: NativeTensor;
+  lens?: NativeTensor;
 }

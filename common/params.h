@@ -20,6 +20,17 @@ inline int64_t dtype_size(DType t) {
   return 0;
 }
 
+inline const char* dtype_name(DType t) {
+  switch (t) {
+    case DType::F32: return "f32";
+    case DType::F16: return "f16";
+    case DType::BF16: return "bf16";
+    case DType::I32: return "i32";
+    case DType::U8: return "u8";
+  }
+  return "?";
+}
+
 // A read-only [B, H, S, D] view over either layout: element (b, h, s, d) sits at
 // data[b*sB + h*sH + s*sS + d] (strides in elements; d is always contiguous).
 //   bhsd [B, H, S, D]: sB = H*S*D, sH = S*D, sS = D

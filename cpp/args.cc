@@ -8,17 +8,6 @@
 
 namespace kvsift {
 
-const char* dtype_name(DType t) {
-  switch (t) {
-    case DType::F32: return "f32";
-    case DType::F16: return "f16";
-    case DType::BF16: return "bf16";
-    case DType::I32: return "i32";
-    case DType::U8: return "u8";
-  }
-  return "?";
-}
-
 std::string device_name(int device) { return device < 0 ? "cpu" : "cuda:" + std::to_string(device); }
 
 std::string describe(Napi::Value v) {

@@ -31,7 +31,6 @@ struct TensorArg {
   size_t rank() const { return shape.size(); }
 };
 
-const char* dtype_name(DType t);
 
 // Reads and checks a tensor argument: a Tensor with a live DeviceBuffer whose byte length
 // covers shape x dtype without overflow.

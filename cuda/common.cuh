@@ -103,7 +103,7 @@ cudaError_t dispatch_float(DType dtype, const char* what, F&& f) {
     case DType::F16: return f(__half{});
     case DType::BF16: return f(__nv_bfloat16{});
     default:
-      return unsupported(std::string(what) + " does not support dtype " + dtype_text(dtype) +
+      return unsupported(std::string(what) + " does not support dtype " + dtype_name(dtype) +
                          " on CUDA (f32, f16 and bf16 are)");
   }
 }

@@ -30,17 +30,6 @@ inline std::string take_unsupported_message() {
   return m;
 }
 
-inline const char* dtype_text(DType t) {
-  switch (t) {
-    case DType::F32: return "f32";
-    case DType::F16: return "f16";
-    case DType::BF16: return "bf16";
-    case DType::I32: return "i32";
-    case DType::U8: return "u8";
-  }
-  return "an unknown dtype";
-}
-
 // Head dims above `limit` are unsupported, with the limit named.
 inline cudaError_t check_head_dim(const char* what, int64_t D, int64_t limit) {
   if (D <= limit) return cudaSuccess;

@@ -233,7 +233,7 @@ cudaError_t l2_norms(const L2NormsParams& p, cudaStream_t stream) {
     case DType::F32: return launch_dtype<DType::F32>(a, esize, vec_ok, stream);
     case DType::F16: return launch_dtype<DType::F16>(a, esize, vec_ok, stream);
     case DType::BF16: return launch_dtype<DType::BF16>(a, esize, vec_ok, stream);
-    default: return unsupported(std::string("l2.norms does not support dtype ") + dtype_text(p.dtype) + " on CUDA");
+    default: return unsupported(std::string("l2.norms does not support dtype ") + dtype_name(p.dtype) + " on CUDA");
   }
 }
 

@@ -7,11 +7,14 @@ import { native } from './native';
 import { check4d, checkCapacity, checkLengths, layoutCode, opStream, sameDevice, withScope, type LayoutOptions, type OpOptions } from './common';
 import { deviceIndex, defaultDevice, type Device } from './device';
 import { runAccumulate, runSelect, type SelectOptions } from './keyformer';
-import type { Tensor } from './tensor';
+import { checkRagged, type RaggedLayout } from './ragged_cache';
+import { checkTensor, type Tensor } from './tensor';
 import { checkInt, checkOptions, invalidText } from './validate';
 
 export interface H2OAccumulateOptions extends LayoutOptions, OpOptions {
   seqLens?: Int32Array | readonly number[];
+  /** A ragged per-head cache: keys [rows, D], scores f32 [rows] (as keyformer.accumulate). */
+  ragged?: RaggedLayout;
 }
 
 /** H2O: heavy-hitter accumulation = Keyformer with no noise and tau 1. */
@@ -46,6 +49,12 @@ export interface TovaOptions extends LayoutOptions, OpOptions {
   /** Tokens kept (one selection for every head of the layer). */
   capacity: number;
   seqLens?: Int32Array | readonly number[];
+  /**
+   * A ragged per-head cache (keys [rows, D]): the layer's score of an original position is the
+   * last query's attention to it averaged over all query heads (0 from heads that no longer hold
+   * it); positions no head holds rank last. Needs the layout's positionsEnd.
+   */
+  ragged?: RaggedLayout;
 }
 
 /** TOVA: token omission via attention. */
@@ -55,7 +64,9 @@ export const tova = {
    * all query heads of the layer: one selection for the whole layer.
    *
    * @param queries the last query, [B, Hq, 1, D]
-   * @returns i32 [B, 1, capacity], ascending (pass to `evict`, which applies it to every head)
+   * @returns i32 [B, 1, capacity], ascending (pass to `evict`, which applies it to every head).
+   *   With `options.ragged`: the kept original positions (indices in each head without the
+   *   layout's positions), the same as on the equivalent dense rows.
    * @example
    * ```ts
    * const pos = tova.select(lastQuery, keys, { capacity: 1024 });
@@ -65,6 +76,7 @@ export const tova = {
   select(queries: Tensor, keys: Tensor, options: TovaOptions): Tensor {
     const op = 'tova.select';
     const opts = checkOptions(op, options) as unknown as TovaOptions;
+    if (opts.ragged !== undefined) return tovaRagged(op, queries, keys, opts);
     const { layout, code } = layoutCode(op, opts.layout);
     const { t: q, dims: qd } = check4d(op, 'queries', queries, layout);
     const { t: k, dims: kd } = check4d(op, 'keys', keys, layout);
@@ -90,6 +102,41 @@ export const tova = {
     });
   },
 };
+
+function tovaRagged(op: string, queries: unknown, keys: unknown, opts: TovaOptions): Tensor {
+  const { layout, code } = layoutCode(op, opts.layout);
+  const { t: q, dims: qd } = check4d(op, 'queries', queries, layout);
+  const k = checkTensor(op, 'keys', keys);
+  if (k.shape.length !== 2 || !['f32', 'f16', 'bf16'].includes(k.dtype)) {
+    throw invalidText(op, 'keys', "a ragged cache's keys [rows, D] (f32, f16 or bf16) with options.ragged", `${k.dtype} [${k.shape.join(', ')}]`);
+  }
+  const device = sameDevice(op, [q, k]);
+  const [rows, D] = k.shape;
+  const r = checkRagged(op, opts.ragged, device, rows);
+  const { batch: B, heads: Hkv } = r.native;
+  if (qd.S !== 1) throw invalidText(op, 'queries', 'the last query only (T = 1)', `${qd.S} rows`);
+  if (q.dtype !== k.dtype) throw invalidText(op, 'queries.dtype', `the keys' dtype '${k.dtype}'`, `'${q.dtype}'`);
+  if (qd.B !== B || qd.D !== D || qd.H % Hkv !== 0) {
+    throw invalidText(op, 'queries', `[${B}, a multiple of ${Hkv}, 1, ${D}]`, `[${qd.B}, ${qd.H}, ${qd.S}, ${qd.D}]`);
+  }
+  const n = r.layout.positionsEnd;
+  if (n === undefined) throw invalidText(op, 'options.ragged.positionsEnd', 'one past the largest original position', 'undefined');
+  checkInt(op, 'options.ragged.positionsEnd', n, 1, 0x7fffffff);
+  const capacity = checkCapacity(op, opts.capacity);
+  if (capacity > n) throw invalidText(op, 'options.capacity', `at most positionsEnd = ${n}`, `${capacity}`);
+  if (opts.seqLens !== undefined) throw invalidText(op, 'options.seqLens', 'undefined with options.ragged (the cache holds its lengths)', 'seqLens');
+  const stream = opStream(op, opts, device);
+  return withScope(device, stream, (scope) => {
+    const perHead = scope.alloc([rows], 'f32');
+    native.fill(perHead._buffer, 0, stream);
+    native.raggedAccumulate(q, k, perHead, { layout: code, tau: 1, noise: 0, seed: 0, step: 0, ragged: r.native }, stream);
+    const layer = scope.alloc([B, n], 'f32');
+    native.raggedLayerScores(perHead, layer, { ragged: r.native, positions: r.positions, scale: 1 / qd.H }, stream);
+    const out = scope.output([B, 1, capacity], 'i32');
+    native.topk(layer, out, { k: capacity, order: 0, outRowStride: capacity }, stream);
+    return out;
+  });
+}
 
 export interface StreamingOptions {
   /** The first `sinks` tokens ("attention sinks"). */

@@ -8,6 +8,7 @@
 import { native } from './native';
 import { check4d, checkCapacity, checkLengths, layoutCode, opStream, sameDevice, withScope, type LayoutOptions, type OpOptions } from './common';
 import { deviceIndex, defaultDevice, type Device } from './device';
+import { checkRagged, type RaggedLayout } from './ragged_cache';
 import { checkTensor, type Tensor } from './tensor';
 import { checkInt, checkNumber, checkOneOf, checkOptions, checkShape, invalid, invalidText } from './validate';
 
@@ -22,6 +23,12 @@ export interface AccumulateOptions extends LayoutOptions, OpOptions {
   noise?: 'gumbel' | 'none';
   /** Real lengths of right-padded rows: the step's T queries are each row's last T tokens. */
   seqLens?: Int32Array | readonly number[];
+  /**
+   * A ragged per-head cache (a RaggedKvCache or compactRagged's result): keys are then its
+   * [rows, D] storage and scores f32 [rows]. The step's T queries are each head's last T live
+   * tokens; the noise of a token is drawn at its original position, as the dense op draws it.
+   */
+  ragged?: RaggedLayout;
 }
 
 function checkU64(op: string, name: string, value: unknown): bigint | number {
@@ -34,6 +41,7 @@ function checkU64(op: string, name: string, value: unknown): bigint | number {
 
 /** @internal shared with h2o and tova */
 export function runAccumulate(op: string, queries: unknown, keys: unknown, scoresT: unknown, opts: Omit<AccumulateOptions, 'tau' | 'seed' | 'step'> & { tau: unknown; seed: unknown; step: unknown }): Tensor {
+  if (opts.ragged !== undefined) return runRaggedAccumulate(op, queries, keys, scoresT, opts);
   const { layout, code } = layoutCode(op, opts.layout);
   const { t: q, dims: qd } = check4d(op, 'queries', queries, layout);
   const { t: k, dims: kd } = check4d(op, 'keys', keys, layout);
@@ -57,18 +65,58 @@ export function runAccumulate(op: string, queries: unknown, keys: unknown, score
   return s;
 }
 
+function runRaggedAccumulate(op: string, queries: unknown, keys: unknown, scoresT: unknown, opts: Omit<AccumulateOptions, 'tau' | 'seed' | 'step'> & { tau: unknown; seed: unknown; step: unknown }): Tensor {
+  const { layout, code } = layoutCode(op, opts.layout);
+  const { t: q, dims: qd } = check4d(op, 'queries', queries, layout);
+  const k = checkTensor(op, 'keys', keys);
+  const s = checkTensor(op, 'scores', scoresT);
+  if (k.shape.length !== 2 || !['f32', 'f16', 'bf16'].includes(k.dtype)) {
+    throw invalidText(op, 'keys', 'a ragged cache\'s keys [rows, D] (f32, f16 or bf16) with options.ragged', `${k.dtype} [${k.shape.join(', ')}]`);
+  }
+  const device = sameDevice(op, [q, k, s]);
+  const [rows, D] = k.shape;
+  const r = checkRagged(op, opts.ragged, device, rows);
+  const { batch: B, heads: Hkv } = r.native;
+  if (q.dtype !== k.dtype) throw invalidText(op, 'queries.dtype', `the keys' dtype '${k.dtype}'`, `'${q.dtype}'`);
+  if (qd.B !== B) throw invalidText(op, 'queries', `batch ${B} (the cache's)`, `${qd.B}`);
+  if (qd.D !== D) throw invalidText(op, 'queries', `head dim ${D} (the keys')`, `${qd.D}`);
+  if (qd.H % Hkv !== 0) throw invalidText(op, 'queries', `a head count that is a multiple of the cache's ${Hkv}`, `${qd.H}`);
+  const minHead = r.layout.minHeadTokens;
+  if (qd.S < 1) throw invalidText(op, 'queries', 'at least 1 query row', `${qd.S}`);
+  if (minHead !== undefined && qd.S > minHead) {
+    throw invalidText(op, 'queries', `at most ${minHead} query rows (the fewest live tokens a head of the cache may hold; append the step's tokens first)`, `${qd.S}`);
+  }
+  if (s.dtype !== 'f32' || s.shape.length !== 1 || s.shape[0] !== rows) {
+    throw invalidText(op, 'scores', `an f32 tensor [${rows}] (one per cache row)`, `${s.dtype} [${s.shape.join(', ')}]`);
+  }
+  if (opts.seqLens !== undefined) throw invalidText(op, 'options.seqLens', 'undefined with options.ragged (the cache holds its lengths)', 'seqLens');
+  const tau = checkNumber(op, 'options.tau', opts.tau, { exclusiveMin: 0 });
+  const seed = checkU64(op, 'options.seed', opts.seed);
+  const step = checkU64(op, 'options.step', opts.step);
+  const noise = opts.noise === undefined ? 'gumbel' : checkOneOf(op, 'options.noise', opts.noise, ['gumbel', 'none'] as const);
+  const stream = opStream(op, opts, device);
+  native.raggedAccumulate(q, k, s, { layout: code, tau, noise: noise === 'gumbel' ? 1 : 0, seed, step, ragged: r.native, positions: r.positions }, stream);
+  return s;
+}
+
 /**
  * Adds this step's scores in place: scores[b, h, j] += Σ softmax_j((q·k_j/√D + g_j)/τ) over the
  * step's queries (causal among them) and the G query heads of KV head h. Q·K, noise, softmax and
  * the += are fused; the two softmax passes regenerate the same Philox noise instead of storing it.
  *
+ * With `options.ragged` the cache is a ragged per-head one (keys [rows, D], scores f32 [rows]):
+ * each head's live rows give the same result as the equivalent dense rows.
+ *
  * @param queries [B, Hq, T, D] (T = 1 in decode; the prompt phase passes all prompt queries)
- * @param keys [B, Hkv, N, D], same dtype
- * @param scores f32 [B, Hkv, N], accumulated in place and returned
+ * @param keys [B, Hkv, N, D], same dtype (or [rows, D] with options.ragged)
+ * @param scores f32 [B, Hkv, N] (or [rows]), accumulated in place and returned
  * @example
  * ```ts
  * const scores = Tensor.zeros([1, 8, n], 'f32', 'cuda:0');
  * keyformer.accumulate(q, keys, scores, { tau: keyformer.tau(step, { maxNewTokens: 512 }), seed: 42, step });
+ * // a ragged cache (RaggedKvCache): one score per storage row
+ * const rs = Tensor.zeros([cache.rows], 'f32', 'cuda:0');
+ * keyformer.accumulate(q, cache.keys, rs, { tau: 1, seed: 42, step, ragged: cache });
  * ```
  */
 export function accumulate(queries: Tensor, keys: Tensor, scores: Tensor, options: AccumulateOptions): Tensor {

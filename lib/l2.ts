@@ -4,28 +4,33 @@
  * attention scores.
  */
 import { native } from './native';
-import { arange, check4d, checkCapacity, checkLengths, layoutCode, opStream, sameDevice, shape4, withScope, type LayoutOptions, type OpOptions } from './common';
+import { arange, check4d, checkCapacity, checkLengths, layoutCode, opStream, reshaped, sameDevice, shape4, withScope, type LayoutOptions, type OpOptions } from './common';
 import type { Compacted } from './select';
-import type { Tensor } from './tensor';
+import { checkRagged, type RaggedLayout } from './ragged_cache';
+import { checkTensor, type Tensor } from './tensor';
 import { checkInt, checkOptions, invalidText } from './validate';
 
 export interface NormsOptions extends LayoutOptions, OpOptions {
   /** Real lengths of right-padded rows; norms past them are 0. */
   seqLens?: Int32Array | readonly number[];
+  /** A ragged per-head cache: keys [rows, D], norms f32 [rows] (0 on a head's append room). */
+  ragged?: RaggedLayout;
 }
 
 /**
  * ||k_j||₂ of every key, one fused pass over K with f32 accumulation.
  *
- * @returns f32 [B, Hkv, N]
+ * @returns f32 [B, Hkv, N] (f32 [rows] for a ragged cache)
  * @example
  * ```ts
  * const n = l2.norms(keys); // [B, Hkv, N]
+ * const r = l2.norms(cache.keys, { ragged: cache }); // RaggedKvCache: [cache.rows]
  * ```
  */
 export function norms(keys: Tensor, options?: NormsOptions): Tensor {
   const op = 'l2.norms';
   const opts = checkOptions(op, options) as NormsOptions;
+  if (opts.ragged !== undefined) return raggedNorms(op, keys, opts);
   const { layout, code } = layoutCode(op, opts.layout);
   const { t: k, dims } = check4d(op, 'keys', keys, layout);
   const seqLens = checkLengths(op, 'options.seqLens', opts.seqLens, dims.B, 0, dims.S);
@@ -33,6 +38,24 @@ export function norms(keys: Tensor, options?: NormsOptions): Tensor {
   return withScope(k._deviceIndex, stream, (scope) => {
     const out = scope.output([dims.B, dims.H, dims.S], 'f32');
     native.l2Norms(k, out, { layout: code, seqLens }, stream);
+    return out;
+  });
+}
+
+function raggedNorms(op: string, keys: unknown, opts: NormsOptions): Tensor {
+  const k = checkTensor(op, 'keys', keys);
+  if (k.shape.length !== 2 || !['f32', 'f16', 'bf16'].includes(k.dtype)) {
+    throw invalidText(op, 'keys', "a ragged cache's keys [rows, D] (f32, f16 or bf16) with options.ragged", `${k.dtype} [${k.shape.join(', ')}]`);
+  }
+  if (opts.seqLens !== undefined) throw invalidText(op, 'options.seqLens', 'undefined with options.ragged (the cache holds its lengths)', 'seqLens');
+  const [rows, D] = k.shape;
+  const r = checkRagged(op, opts.ragged, k._deviceIndex, rows);
+  const stream = opStream(op, opts, k._deviceIndex);
+  return withScope(k._deviceIndex, stream, (scope) => {
+    const out = scope.output([rows], 'f32');
+    // Every row is a token: the dense kernel over one [1, 1, rows, D] head, then the room zeroed.
+    native.l2Norms(reshaped(k, [1, 1, rows, D]), reshaped(out, [1, 1, rows]), { layout: 0 }, stream);
+    if (r.native.lens !== undefined) native.raggedZeroGaps(out, { ragged: r.native }, stream);
     return out;
   });
 }

@@ -66,16 +66,10 @@ static __device__ KVSIFT_NOINLINE float gumbel_at(uint64_t seed, uint64_t step, 
 
 __device__ __forceinline__ uint32_t smem_u32(const void* p) { return smem_addr(p); }
 
-// cp.async exists from sm_80; below it copy16 stores through registers and there is nothing to
-// commit or wait for.
-__device__ __forceinline__ void cp_async_commit() {
-  if (KVSIFT_ARCH_AT_LEAST(800)) ptx::cp_async_commit();
-}
-
-template <int N>
-__device__ __forceinline__ void cp_async_wait() {
-  if (KVSIFT_ARCH_AT_LEAST(800)) ptx::cp_async_wait<N>();
-}
+// cp.async exists from sm_80; below it copy16 stores through registers, and ptx::cp_async_commit
+// and ptx::cp_async_wait have nothing to do.
+using ptx::cp_async_commit;
+using ptx::cp_async_wait;
 
 // 16 bytes (8 halves) from global to shared: cp.async when the source is 16-byte aligned on
 // sm_80+, else through registers (element by element when misaligned). !ok stores zeros.

@@ -18,6 +18,7 @@
 #include <type_traits>
 #include <utility>
 
+#include "../../cpp/cpu/half.h"
 #include "runtime_api.h"
 
 #define __global__
@@ -41,64 +42,39 @@ namespace kvsift_emu {
 void vector_access(const void* p, size_t bytes, bool write, const void* pc);
 }  // namespace kvsift_emu
 
-#define KVSIFT_EMU_VEC2(Name, T, A)                                                         \
+// Name(fields...) with a checked copy: the members are copied as bytes after the check.
+#define KVSIFT_EMU_VEC(Name, A, ...)                                                        \
   struct alignas(A) Name {                                                                  \
-    T x, y;                                                                                 \
+    __VA_ARGS__;                                                                            \
     Name() = default;                                                                       \
-    constexpr Name(T a, T b) : x(a), y(b) {}                                                \
     __attribute__((noinline)) Name(const Name& o) {                                         \
       kvsift_emu::vector_access(&o, sizeof(Name), false, __builtin_return_address(0));      \
-      x = o.x;                                                                              \
-      y = o.y;                                                                              \
+      std::memcpy(static_cast<void*>(this), &o, sizeof(Name));                              \
     }                                                                                       \
     __attribute__((noinline)) Name& operator=(const Name& o) {                              \
       kvsift_emu::vector_access(&o, sizeof(Name), false, __builtin_return_address(0));      \
       kvsift_emu::vector_access(this, sizeof(Name), true, __builtin_return_address(0));     \
-      x = o.x;                                                                              \
-      y = o.y;                                                                              \
-      return *this;                                                                         \
-    }                                                                                       \
-  };
-#define KVSIFT_EMU_VEC4(Name, T, A)                                                         \
-  struct alignas(A) Name {                                                                  \
-    T x, y, z, w;                                                                           \
-    Name() = default;                                                                       \
-    constexpr Name(T a, T b, T c, T d) : x(a), y(b), z(c), w(d) {}                          \
-    __attribute__((noinline)) Name(const Name& o) {                                         \
-      kvsift_emu::vector_access(&o, sizeof(Name), false, __builtin_return_address(0));      \
-      x = o.x;                                                                              \
-      y = o.y;                                                                              \
-      z = o.z;                                                                              \
-      w = o.w;                                                                              \
-    }                                                                                       \
-    __attribute__((noinline)) Name& operator=(const Name& o) {                              \
-      kvsift_emu::vector_access(&o, sizeof(Name), false, __builtin_return_address(0));      \
-      kvsift_emu::vector_access(this, sizeof(Name), true, __builtin_return_address(0));     \
-      x = o.x;                                                                              \
-      y = o.y;                                                                              \
-      z = o.z;                                                                              \
-      w = o.w;                                                                              \
+      std::memcpy(static_cast<void*>(this), &o, sizeof(Name));                              \
       return *this;                                                                         \
     }                                                                                       \
   };
 struct uint3 { unsigned int x, y, z; };
-KVSIFT_EMU_VEC2(uint2, unsigned int, 8)
-KVSIFT_EMU_VEC4(uint4, unsigned int, 16)
-KVSIFT_EMU_VEC2(int2, int, 8)
-KVSIFT_EMU_VEC4(int4, int, 16)
-KVSIFT_EMU_VEC2(float2, float, 8)
-KVSIFT_EMU_VEC4(float4, float, 16)
-KVSIFT_EMU_VEC4(ushort4, unsigned short, 8)
-#undef KVSIFT_EMU_VEC2
-#undef KVSIFT_EMU_VEC4
+KVSIFT_EMU_VEC(uint2, 8, unsigned int x, y)
+KVSIFT_EMU_VEC(uint4, 16, unsigned int x, y, z, w)
+KVSIFT_EMU_VEC(int2, 8, int x, y)
+KVSIFT_EMU_VEC(int4, 16, int x, y, z, w)
+KVSIFT_EMU_VEC(float2, 8, float x, y)
+KVSIFT_EMU_VEC(float4, 16, float x, y, z, w)
+KVSIFT_EMU_VEC(ushort4, 8, unsigned short x, y, z, w)
+#undef KVSIFT_EMU_VEC
 struct alignas(4) ushort2 { unsigned short x, y; };
 
-inline uint2 make_uint2(unsigned x, unsigned y) { return uint2(x, y); }
-inline uint4 make_uint4(unsigned x, unsigned y, unsigned z, unsigned w) { return uint4(x, y, z, w); }
-inline int2 make_int2(int x, int y) { return int2(x, y); }
-inline int4 make_int4(int x, int y, int z, int w) { return int4(x, y, z, w); }
-inline float2 make_float2(float x, float y) { return float2(x, y); }
-inline float4 make_float4(float x, float y, float z, float w) { return float4(x, y, z, w); }
+inline uint2 make_uint2(unsigned x, unsigned y) { uint2 v; v.x = x; v.y = y; return v; }
+inline uint4 make_uint4(unsigned x, unsigned y, unsigned z, unsigned w) { uint4 v; v.x = x; v.y = y; v.z = z; v.w = w; return v; }
+inline int2 make_int2(int x, int y) { int2 v; v.x = x; v.y = y; return v; }
+inline int4 make_int4(int x, int y, int z, int w) { int4 v; v.x = x; v.y = y; v.z = z; v.w = w; return v; }
+inline float2 make_float2(float x, float y) { float2 v; v.x = x; v.y = y; return v; }
+inline float4 make_float4(float x, float y, float z, float w) { float4 v; v.x = x; v.y = y; v.z = z; v.w = w; return v; }
 
 struct alignas(2) __half {
   unsigned short __x;
@@ -116,44 +92,14 @@ using half = __half;
 using half2 = __half2;
 
 namespace kvsift_emu {
-inline uint32_t f2u(float f) {
-  uint32_t u;
-  std::memcpy(&u, &f, 4);
-  return u;
-}
-inline float u2f(uint32_t u) {
-  float f;
-  std::memcpy(&f, &u, 4);
-  return f;
-}
-// IEEE binary16 from float, round to nearest even (the hardware's __float2half_rn).
-inline unsigned short f32_to_f16_bits(float f) {
-  const uint32_t x = f2u(f);
-  const uint32_t sign = (x >> 16) & 0x8000u;
-  const uint32_t ax = x & 0x7fffffffu;
-  if (ax >= 0x7f800000u) return static_cast<unsigned short>(sign | 0x7c00u | (ax > 0x7f800000u ? 0x200u : 0u));
-  if (ax >= 0x477ff000u) return static_cast<unsigned short>(sign | 0x7c00u);  // rounds to inf
-  if (ax < 0x38800000u) {                                                      // subnormal or zero
-    const float scaled = u2f(ax) * 16777216.0f;  // 2^24: the subnormal unit becomes 1
-    const float r = std::nearbyint(scaled);      // ties to even under the default rounding mode
-    return static_cast<unsigned short>(sign | static_cast<uint32_t>(r));
-  }
-  const uint32_t mant_round = ax + 0xfffu + ((ax >> 13) & 1u);
-  return static_cast<unsigned short>(sign | ((mant_round - 0x38000000u) >> 13));
-}
-inline float f16_bits_to_f32(unsigned short h) {
-  const uint32_t sign = (static_cast<uint32_t>(h) & 0x8000u) << 16;
-  const uint32_t e = (h >> 10) & 0x1fu, m = h & 0x3ffu;
-  if (e == 0) return u2f(sign) + (sign ? -1.f : 1.f) * static_cast<float>(m) * 5.9604644775390625e-8f;
-  if (e == 31) return u2f(sign | 0x7f800000u | (m << 13));
-  return u2f(sign | ((e + 112u) << 23) | (m << 13));
-}
-inline unsigned short f32_to_bf16_bits(float f) {
-  const uint32_t x = f2u(f);
-  if ((x & 0x7fffffffu) > 0x7f800000u) return static_cast<unsigned short>((x >> 16) | 0x40u);
-  return static_cast<unsigned short>((x + 0x7fffu + ((x >> 16) & 1u)) >> 16);
-}
-inline float bf16_bits_to_f32(unsigned short b) { return u2f(static_cast<uint32_t>(b) << 16); }
+// One set of conversions for the host: the CPU backend's (round to nearest even, NaN kept quiet),
+// which are the hardware's __float2half_rn / __float2bfloat16_rn.
+inline uint32_t f2u(float f) { return kvsift::cpu::f32_to_bits(f); }
+inline float u2f(uint32_t u) { return kvsift::cpu::bits_to_f32(u); }
+inline unsigned short f32_to_f16_bits(float f) { return kvsift::cpu::f32_to_f16(f); }
+inline float f16_bits_to_f32(unsigned short h) { return kvsift::cpu::f16_to_f32(h); }
+inline unsigned short f32_to_bf16_bits(float f) { return kvsift::cpu::f32_to_bf16(f); }
+inline float bf16_bits_to_f32(unsigned short b) { return kvsift::cpu::bf16_to_f32(b); }
 }  // namespace kvsift_emu
 
 inline float __half2float(__half h) { return kvsift_emu::f16_bits_to_f32(h.__x); }
@@ -166,8 +112,8 @@ inline __nv_bfloat16 __float2bfloat16(float f) { return __nv_bfloat16{kvsift_emu
 inline __nv_bfloat16 __float2bfloat16_rn(float f) { return __float2bfloat16(f); }
 inline __nv_bfloat16 __ushort_as_bfloat16(unsigned short u) { return __nv_bfloat16{u}; }
 inline unsigned short __bfloat16_as_ushort(__nv_bfloat16 b) { return b.__x; }
-inline float2 __half22float2(__half2 h) { return float2(__half2float(h.x), __half2float(h.y)); }
-inline float2 __bfloat1622float2(__nv_bfloat162 h) { return float2(__bfloat162float(h.x), __bfloat162float(h.y)); }
+inline float2 __half22float2(__half2 h) { return make_float2(__half2float(h.x), __half2float(h.y)); }
+inline float2 __bfloat1622float2(__nv_bfloat162 h) { return make_float2(__bfloat162float(h.x), __bfloat162float(h.y)); }
 inline __half2 __floats2half2_rn(float a, float b) { return {__float2half(a), __float2half(b)}; }
 inline __nv_bfloat162 __floats2bfloat162_rn(float a, float b) { return {__float2bfloat16(a), __float2bfloat16(b)}; }
 
@@ -408,74 +354,41 @@ namespace kvsift_emu {
 void atomic_access(void* p, size_t bytes, const void* pc);
 }
 #define KVSIFT_EMU_ATOMIC_FN __attribute__((no_sanitize_thread, noinline))
-#define KVSIFT_EMU_NOTE(p) ::kvsift_emu::atomic_access(p, sizeof(*(p)), __builtin_return_address(0))
-#define KVSIFT_EMU_ATOMIC(T)                                                                              \
-  KVSIFT_EMU_ATOMIC_FN inline T atomicAdd(T* p, T v) {                                                     \
-    KVSIFT_EMU_NOTE(p);                                                                                    \
-    return __atomic_fetch_add(p, v, __ATOMIC_RELAXED);                                                     \
-  }                                                                                                        \
-  KVSIFT_EMU_ATOMIC_FN inline T atomicSub(T* p, T v) {                                                     \
-    KVSIFT_EMU_NOTE(p);                                                                                    \
-    return __atomic_fetch_sub(p, v, __ATOMIC_RELAXED);                                                     \
-  }                                                                                                        \
-  KVSIFT_EMU_ATOMIC_FN inline T atomicOr(T* p, T v) {                                                      \
-    KVSIFT_EMU_NOTE(p);                                                                                    \
-    return __atomic_fetch_or(p, v, __ATOMIC_RELAXED);                                                      \
-  }                                                                                                        \
-  KVSIFT_EMU_ATOMIC_FN inline T atomicAnd(T* p, T v) {                                                     \
-    KVSIFT_EMU_NOTE(p);                                                                                    \
-    return __atomic_fetch_and(p, v, __ATOMIC_RELAXED);                                                     \
-  }                                                                                                        \
-  KVSIFT_EMU_ATOMIC_FN inline T atomicXor(T* p, T v) {                                                     \
-    KVSIFT_EMU_NOTE(p);                                                                                    \
-    return __atomic_fetch_xor(p, v, __ATOMIC_RELAXED);                                                     \
-  }                                                                                                        \
-  KVSIFT_EMU_ATOMIC_FN inline T atomicExch(T* p, T v) {                                                    \
-    KVSIFT_EMU_NOTE(p);                                                                                    \
-    return __atomic_exchange_n(p, v, __ATOMIC_RELAXED);                                                    \
-  }                                                                                                        \
-  KVSIFT_EMU_ATOMIC_FN inline T atomicCAS(T* p, T expected, T desired) {                                   \
-    KVSIFT_EMU_NOTE(p);                                                                                    \
-    __atomic_compare_exchange_n(p, &expected, desired, false, __ATOMIC_RELAXED, __ATOMIC_RELAXED);         \
-    return expected;                                                                                       \
-  }                                                                                                        \
-  KVSIFT_EMU_ATOMIC_FN inline T atomicMax(T* p, T v) {                                                     \
-    KVSIFT_EMU_NOTE(p);                                                                                    \
-    T old = __atomic_load_n(p, __ATOMIC_RELAXED);                                                          \
-    while (old < v && !__atomic_compare_exchange_n(p, &old, v, true, __ATOMIC_RELAXED, __ATOMIC_RELAXED)) { \
-    }                                                                                                      \
-    return old;                                                                                            \
-  }                                                                                                        \
-  KVSIFT_EMU_ATOMIC_FN inline T atomicMin(T* p, T v) {                                                     \
-    KVSIFT_EMU_NOTE(p);                                                                                    \
-    T old = __atomic_load_n(p, __ATOMIC_RELAXED);                                                          \
-    while (v < old && !__atomic_compare_exchange_n(p, &old, v, true, __ATOMIC_RELAXED, __ATOMIC_RELAXED)) { \
-    }                                                                                                      \
-    return old;                                                                                            \
-  }
-KVSIFT_EMU_ATOMIC(int)
-KVSIFT_EMU_ATOMIC(unsigned int)
-KVSIFT_EMU_ATOMIC(unsigned long long)
-#undef KVSIFT_EMU_ATOMIC
-KVSIFT_EMU_ATOMIC_FN inline unsigned int atomicInc(unsigned int* p, unsigned int limit) {
-  KVSIFT_EMU_NOTE(p);
-  unsigned int old = __atomic_load_n(p, __ATOMIC_RELAXED);
-  while (!__atomic_compare_exchange_n(p, &old, old >= limit ? 0u : old + 1u, true, __ATOMIC_RELAXED,
-                                      __ATOMIC_RELAXED)) {
-  }
+namespace kvsift_emu {
+// The one read-modify-write: old = *p; *p = update(old), atomically; returns old.
+template <typename T, typename Update>
+KVSIFT_EMU_ATOMIC_FN T atomic_update(T* p, Update update, const void* pc) {
+  atomic_access(p, sizeof(T), pc);
+  T old;
+  __atomic_load(p, &old, __ATOMIC_RELAXED);
+  T desired = update(old);
+  while (!__atomic_compare_exchange(p, &old, &desired, true, __ATOMIC_RELAXED, __ATOMIC_RELAXED)) desired = update(old);
   return old;
 }
+}  // namespace kvsift_emu
+#define KVSIFT_EMU_RMW(name, T, expr) \
+  KVSIFT_EMU_ATOMIC_FN inline T name(T* p, T v) { return kvsift_emu::atomic_update(p, [v](T o) { return static_cast<T>(expr); }, __builtin_return_address(0)); }
+#define KVSIFT_EMU_INTEGER_ATOMICS(T)                 \
+  KVSIFT_EMU_RMW(atomicAdd, T, o + v)                 \
+  KVSIFT_EMU_RMW(atomicSub, T, o - v)                 \
+  KVSIFT_EMU_RMW(atomicOr, T, o | v)                  \
+  KVSIFT_EMU_RMW(atomicAnd, T, o & v)                 \
+  KVSIFT_EMU_RMW(atomicXor, T, o ^ v)                 \
+  KVSIFT_EMU_RMW(atomicExch, T, v)                    \
+  KVSIFT_EMU_RMW(atomicMax, T, o < v ? v : o)         \
+  KVSIFT_EMU_RMW(atomicMin, T, v < o ? v : o)         \
+  KVSIFT_EMU_ATOMIC_FN inline T atomicCAS(T* p, T expected, T desired) { \
+    return kvsift_emu::atomic_update(p, [=](T o) { return o == expected ? desired : o; }, __builtin_return_address(0)); \
+  }
+KVSIFT_EMU_INTEGER_ATOMICS(int)
+KVSIFT_EMU_INTEGER_ATOMICS(unsigned int)
+KVSIFT_EMU_INTEGER_ATOMICS(unsigned long long)
+KVSIFT_EMU_RMW(atomicInc, unsigned int, o >= v ? 0u : o + 1u)
 // Float atomics exist for completeness; kvsift's kernels avoid them (their sums would depend on
 // the order of arrival and break determinism).
-KVSIFT_EMU_ATOMIC_FN inline float atomicAdd(float* p, float v) {
-  KVSIFT_EMU_NOTE(p);
-  uint32_t old = __atomic_load_n(reinterpret_cast<uint32_t*>(p), __ATOMIC_RELAXED);
-  while (!__atomic_compare_exchange_n(reinterpret_cast<uint32_t*>(p), &old, kvsift_emu::f2u(kvsift_emu::u2f(old) + v),
-                                      true, __ATOMIC_RELAXED, __ATOMIC_RELAXED)) {
-  }
-  return kvsift_emu::u2f(old);
-}
-#undef KVSIFT_EMU_NOTE
+KVSIFT_EMU_RMW(atomicAdd, float, o + v)
+#undef KVSIFT_EMU_INTEGER_ATOMICS
+#undef KVSIFT_EMU_RMW
 
 inline void __threadfence() { kvsift_emu::fence(); }
 inline void __threadfence_block() { kvsift_emu::fence(); }

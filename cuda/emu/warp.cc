@@ -271,7 +271,6 @@ void cp_async(uint32_t dst, const void* src, int cp_size, int src_size, const ch
 void cp_async_commit() {
   ThreadCtx* t = current_thread();
   if (t == nullptr) return;
-  require_arch(t, 800, "cp.async.commit_group", __builtin_return_address(0));
   t->groups.push_back(std::move(t->uncommitted));
   t->uncommitted.clear();
 }
@@ -279,7 +278,6 @@ void cp_async_commit() {
 void cp_async_wait(int n) {
   ThreadCtx* t = current_thread();
   if (t == nullptr) return;
-  require_arch(t, 800, "cp.async.wait_group", __builtin_return_address(0));
   complete_async_copies(t, n, false);
 }
 

@@ -18,6 +18,7 @@ __device__ __forceinline__ void cp_async_cg_16(smem_addr_t dst, const void* src,
 #endif
 }
 
+// Commit and wait have nothing to do below sm_80 (no copy can be in flight there).
 __device__ __forceinline__ void cp_async_commit() {
 #if defined(KVSIFT_CUDA_EMULATED)
   ::kvsift_emu::cp_async_commit();
