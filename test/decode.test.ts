@@ -341,6 +341,24 @@ describeCuda('decode cuda', () => {
         const g = decode.sparseAttention(onDev(p.q.t), onDev(p.k.t), onDev(p.v.t), { layout, seqLens: p.seqLens, blocks: bt.to(dev), blockSize: bs, returnLse: true });
         expectClose(g.out.toArray(), c.out.toArray(), { ...outTol(dtype), label: `sparse D ${D} out` });
         expectClose(g.lse!.toArray(), c.lse!.toArray(), { ...LSE_TOL, label: `sparse D ${D} lse` });
+        // ragged positions (CSR), one pair empty, a few past the causal limit
+        const pairs = p.B * p.Hkv;
+        const indptr = new Int32Array(pairs + 1);
+        const lists: number[][] = [];
+        for (let i = 0; i < pairs; i++) {
+          const n = i === 0 ? 0 : rng.int(1, 40);
+          lists.push(rng.sample(p.N, n).sort((x, y) => x - y));
+          indptr[i + 1] = indptr[i] + n;
+        }
+        const flat = Int32Array.from(lists.flat());
+        const mk = (device: Device) => ({
+          positions: Tensor.from(flat, { shape: [flat.length], dtype: 'i32', device }),
+          indptr: Tensor.from(indptr, { shape: [pairs + 1], dtype: 'i32', device }),
+        });
+        const rc = decode.sparseAttention(p.q.t, p.k.t, p.v.t, { layout, seqLens: p.seqLens, positions: mk('cpu'), returnLse: true });
+        const rg = decode.sparseAttention(onDev(p.q.t), onDev(p.k.t), onDev(p.v.t), { layout, seqLens: p.seqLens, positions: mk(dev), returnLse: true });
+        expectClose(rg.out.toArray(), rc.out.toArray(), { ...outTol(dtype), label: `ragged D ${D} out` });
+        expectClose(rg.lse!.toArray(), rc.lse!.toArray(), { ...LSE_TOL, label: `ragged D ${D} lse` });
       }
     });
   });
