@@ -146,6 +146,22 @@ export interface Binding {
   raggedLayerScores(perHead: NativeTensor, out: NativeTensor, options: { ragged: NativeRagged; positions?: NativeTensor; scale: number }, stream?: bigint): void;
   /** Zeroes x f32 [rows] outside every head's live rows. */
   raggedZeroGaps(x: NativeTensor, options: { ragged: NativeRagged }, stream?: bigint): void;
+  /**
+   * Decode attention (cpp/ops/decode.cc): out [B, Hq, T, D] in q's layout and dtype. selection 0 dense,
+   * 1 positions sel [B, Hkv, k], 2 ragged sel [total] + indptr [B*Hkv + 1], 3 blocks sel [B, Hkv, nb]
+   * of blockSize tokens. lse: f32 [B, Hq, T]. scores (dense only): f32 [B, Hkv, N] += the masses
+   * softmax((logit + noise) / tau); noise 0 none, 1 gumbel.
+   */
+  decodeAttention(q: NativeTensor, keys: NativeTensor, values: NativeTensor, out: NativeTensor,
+    options: { layout?: LayoutCode; scale: number; seqLens?: Int32Array; lse?: NativeTensor; selection?: number; sel?: NativeTensor;
+      indptr?: NativeTensor; blockSize?: number; scores?: NativeTensor; tau?: number; noise?: number; seed?: number | bigint; step?: number | bigint },
+    stream?: bigint): void;
+  /** Quest metadata (cpp/ops/quest.cc): min/max f32 [B, Hkv, ceil(N / blockSize), D]; with from/fromRows only blocks holding tokens >= from are rewritten. */
+  questMetadata(keys: NativeTensor, min: NativeTensor, max: NativeTensor,
+    options: { layout?: LayoutCode; blockSize: number; seqLens?: Int32Array; from?: number; fromRows?: Int32Array }, stream?: bigint): void;
+  /** Quest selection: out i32 [B, Hkv (Hq for groupReduce 3), k] ascending, -1 padded; groupReduce 1 sum, 2 max, 3 none. */
+  questSelect(q: NativeTensor, min: NativeTensor, max: NativeTensor, out: NativeTensor,
+    options: { layout?: LayoutCode; k: number; groupReduce: number }, stream?: bigint): void;
 }
 
 /** A ragged per-head layout as the binding reads it. */

@@ -34,3 +34,7 @@ export { h2o, tova, streaming, type TovaOptions, type StreamingOptions, type H2O
 export * as adaptive from './adaptive';
 export * as budgets from './budgets';
 export { compactRagged, RaggedKvCache, type RaggedLayout, type RaggedSelection, type RaggedCompacted, type CompactRaggedOptions, type RaggedKvCacheOptions, type RaggedAppendOptions, type RaggedRetainOptions } from './ragged_cache';
+export * as decode from './decode';
+export * as quest from './quest';
+export type { AttentionOptions, AttentionResult, AccumulateSpec, SparseAttentionOptions, RaggedPositions } from './decode';
+export type { QuestMetadata } from './quest';

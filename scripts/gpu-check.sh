@@ -5,7 +5,7 @@
 #
 # Here (the development machine, nvcc present), once:
 #   npm ci && bash scripts/gpu-check.sh --prepare      # builds build-sm90/ and .offline/
-# Then the device tool's run, with timeout_s 540:
+# Then the device tool's run, with timeout_s 540 (the steps' limits add up to 450 s, 7.5 minutes):
 #   run(carry: [".offline", "build-sm90", "dist"], command: "bash scripts/gpu-check.sh")
 #
 # Each step has its own timeout and its log under $OUT; the files that come back are at most 8:
@@ -62,22 +62,22 @@ CUDA_FILES=(test/snapkv.test.ts test/select.test.ts test/l2.test.ts test/keyform
 for f in test/decode.test.ts test/quest.test.ts test/adaptive.test.ts test/ragged.test.ts test/kv_cache.test.ts; do
   [ -f "$f" ] && CUDA_FILES+=("$f")
 done
-step "tests (whole suite)" 200 "$out/tests.log" npx vitest run
+step "tests (whole suite)" 150 "$out/tests.log" npx vitest run
 grep -E "^ +(Tests|Test Files) " "$out/tests.log" | sed 's/^ */  /' | tee -a "$summary"
 
 # compute-sanitizer on a small subset (the CUDA blocks of the op suites), one tool each.
-step "memcheck (CUDA op suites)" 100 "$out/memcheck.log" \
+step "memcheck (CUDA op suites)" 90 "$out/memcheck.log" \
   compute-sanitizer --tool memcheck --target-processes all --error-exitcode 86 \
   npx vitest run --pool forks -t "CUDA" "${CUDA_FILES[@]}"
 grep -E "ERROR SUMMARY" "$out/memcheck.log" | tail -1 | sed 's/^/  /' | tee -a "$summary"
-step "racecheck (colsum, topk)" 80 "$out/racecheck.log" \
+step "racecheck (colsum, topk)" 60 "$out/racecheck.log" \
   compute-sanitizer --tool racecheck --target-processes all --error-exitcode 86 \
   npx vitest run --pool forks -t "CUDA" test/snapkv.test.ts test/select.test.ts
 grep -E "RACECHECK SUMMARY|ERROR SUMMARY" "$out/racecheck.log" | tail -1 | sed 's/^/  /' | tee -a "$summary"
 
 # bench --quick with the PyTorch side-by-side (the bench spawns bench/torch_reference.py on CUDA).
-step "bench --check (CUDA vs f64)" 40 "$out/bench.txt" node bin/kvsift.js bench --check
-step "bench --quick (+ PyTorch)" 150 "$out/bench-sweep.txt" node bin/kvsift.js bench --quick --json "$out/bench.json"
+step "bench --check (CUDA vs f64)" 30 "$out/bench.txt" node bin/kvsift.js bench --check
+step "bench --quick (+ PyTorch)" 120 "$out/bench-sweep.txt" node bin/kvsift.js bench --quick --json "$out/bench.json"
 cat "$out/bench-sweep.txt" >> "$out/bench.txt"; rm -f "$out/bench-sweep.txt"
 python3 bench/torch_reference.py --help > "$out/torch.txt" 2>&1 || true
 grep -E "of copy|vs torch|ratio" "$out/bench.txt" | head -20 | sed 's/^/  /' | tee -a "$summary"

@@ -52,6 +52,13 @@ describe('TSDoc examples', () => {
     const stream = kvsift.Stream.default('cpu');
     const objectMembers = membersOf(t, cache, stream, new Float32Array(1), new Int32Array(1), kvsift.memoryStats('cpu'), kvsift.transferStats('cpu'), kvsift.buildInfo, Promise.resolve(), kvsift.devices()[0], new kvsift.KvsiftError('x', 'ERR_INVALID_ARG'));
     for (const n of ['keys', 'values', 'positions']) objectMembers.props.add(n); // Compacted results
+    // RaggedKvCache (made from a selection, so read off its prototype) and Quest's metadata object
+    const ragged = membersOf(kvsift.RaggedKvCache.prototype);
+    for (const n of ragged.methods) objectMembers.methods.add(n);
+    for (const n of ragged.props) objectMembers.props.add(n);
+    for (const n of ['min', 'max', 'blockSize']) objectMembers.props.add(n);
+    // JS globals the examples use
+    for (const n of ['of', 'from', 'ceil', 'floor', 'min', 'max']) objectMembers.methods.add(n);
     for (const n of ['log', 'error', 'assert']) objectMembers.methods.add(n); // console
     t.dispose();
     cache.dispose();

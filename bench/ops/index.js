@@ -22,7 +22,7 @@
  */
 'use strict';
 
-const FAMILIES = ['./snapkv', './select', './l2', './keyformer', './baselines', './adaptive', './copy'];
+const FAMILIES = ['./snapkv', './select', './l2', './keyformer', './baselines', './adaptive', './decode', './copy'];
 
 const DEFAULTS = Object.freeze({ usesWindow: false, graph: 'yes', torch: null });
 
