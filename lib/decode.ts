@@ -9,7 +9,7 @@ import { native } from './native';
 import { check4d, checkLengths, layoutCode, opStream, sameDevice, shape4, withScope, type Layout, type LayoutOptions, type OpOptions } from './common';
 import { KvsiftError } from './errors';
 import { checkTensor, type Tensor } from './tensor';
-import { checkInt, checkNumber, checkOneOf, checkOptions, invalid, invalidText } from './validate';
+import { checkF32, checkInt, checkOneOf, checkOptions, invalid, invalidText } from './validate';
 
 /** Largest head dim the kernels run. */
 export const MAX_HEAD_DIM = 256;
@@ -115,14 +115,16 @@ function checkCommon(op: string, queries: unknown, keys: unknown, values: unknow
   }
   if (qd.B !== kd.B) throw invalidText(op, 'q', `batch ${kd.B} (the keys')`, `${qd.B}`);
   if (qd.D !== kd.D) throw invalidText(op, 'q', `head dim ${kd.D} (the keys')`, `${qd.D}`);
+  if (qd.H === 0) throw invalidText(op, 'q', 'at least one query head (Hq >= 1)', '0');
   if (kd.H === 0 || qd.H % kd.H !== 0) throw invalidText(op, 'q', `a head count that is a multiple of the keys' ${kd.H}`, `${qd.H}`);
+  if (kd.D === 0) throw invalidText(op, 'keys', 'a head dim D >= 1', '0');
   if (qd.S < 1 || qd.S > MAX_QUERY_TOKENS || qd.S > kd.S) {
     throw invalidText(op, 'q', `between 1 and ${Math.min(MAX_QUERY_TOKENS, kd.S)} query tokens`, `${qd.S}`);
   }
   if (kd.D > MAX_HEAD_DIM) throw new KvsiftError(`${op}: head dim ${kd.D} is not supported (at most ${MAX_HEAD_DIM})`, 'ERR_UNSUPPORTED');
   const seqLens = checkLengths(op, 'options.seqLens', own(opts, 'seqLens'), kd.B, qd.S, kd.S);
   const scaleIn = own(opts, 'scale');
-  const scale = scaleIn === undefined ? 1 / Math.sqrt(kd.D) : checkNumber(op, 'options.scale', scaleIn);
+  const scale = scaleIn === undefined ? 1 / Math.sqrt(kd.D) : checkF32(op, 'options.scale', scaleIn); // the kernels scale in f32
   const rl = own(opts, 'returnLse');
   if (rl !== undefined && typeof rl !== 'boolean') throw invalid(op, 'options.returnLse', 'a boolean', rl);
   return {
@@ -176,7 +178,8 @@ export function attention(q: Tensor, keys: Tensor, values: Tensor, options?: Att
       }
       Object.assign(native_opts, { tau: 1, noise: 0, seed: 0, step: 0 });
     } else {
-      const tau = checkNumber(op, 'options.accumulate.tau', own(a, 'tau'), { exclusiveMin: 0 });
+      // the kernels divide by tau in f32: 1e-300 would be 0 there
+      const tau = checkF32(op, 'options.accumulate.tau', own(a, 'tau'), { positive: true });
       const seed = checkU64(op, 'options.accumulate.seed', own(a, 'seed'));
       const step = checkU64(op, 'options.accumulate.step', own(a, 'step'));
       const noiseIn = own(a, 'noise');

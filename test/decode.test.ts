@@ -6,6 +6,7 @@
  */
 import { describe, expect, it } from 'vitest';
 import { decode, h2o, keyformer, Tensor, type Device, type DType } from '../lib/index';
+import { native } from '../lib/native';
 import { cudaDevices, describeCuda, makeCache, expectClose, expectKvsiftError, testRng, tolerance, type Rng } from './helpers';
 import { attention as refAttention } from '../reference/decode';
 import { fromLayout, shapeIn, type Cache4, type Layout } from '../reference/layout';
@@ -172,6 +173,15 @@ describe('decode.attention', () => {
     expectKvsiftError(() => decode.attention(p.q.t, p.k.t, p.v.t, { seqLens: [17], accumulate: { scores, method: 'h2o' } }), E,
       `${op}: expected an integer in [1, 16] for options.seqLens[0], but received 17`);
     expectKvsiftError(() => decode.attention(p.q.t, p.k.t, p.v.t, { scale: Number.NaN }), E, `${op}: expected a finite number for options.scale, but received NaN`);
+    // doubles the f32 kernels cannot hold (1e-300 is 0 in f32, 1e39 is Infinity)
+    expectKvsiftError(() => decode.attention(p.q.t, p.k.t, p.v.t, { accumulate: { scores, method: 'keyformer', tau: 1e-300, seed: 1, step: 1 } }), E,
+      `${op}: expected a positive number representable in f32 (between 1.1754943508222875e-38 and 3.4028234663852886e+38) for options.accumulate.tau, but received 1e-300`);
+    expectKvsiftError(() => decode.attention(p.q.t, p.k.t, p.v.t, { scale: 1e39 }), E,
+      `${op}: expected a number representable in f32 (at most 3.4028234663852886e+38 in magnitude) for options.scale, but received 1e+39`);
+    expectKvsiftError(() => native.decodeAttention(p.q.t, p.k.t, p.v.t, Tensor.zeros([1, 8, 1, 8], 'f32', 'cpu'),
+      { layout: 0, scale: 1, selection: 0, scores, tau: 1e-300, noise: 1, seed: 1, step: 1 }), E, /^decode\.attention: expected a positive number representable in f32 for tau/);
+    const q0 = Tensor.zeros([1, 0, 1, 8], 'f32', 'cpu');
+    expectKvsiftError(() => decode.attention(q0, p.k.t, p.v.t), E, `${op}: expected at least one query head (Hq >= 1) for q, but received 0`);
     expectKvsiftError(() => decode.attention(p.q.t, p.k.t, p.v.t, { returnLse: 1 as unknown as boolean }), E, `${op}: expected a boolean for options.returnLse, but received 1`);
     expect(scores.toArray()).toEqual(init);
 

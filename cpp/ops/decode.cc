@@ -2,6 +2,8 @@
 // H2O / Keyformer accumulation (cuda/decode.cu, cpu/decode.cc).
 #include "../../common/decode.h"
 #include "common.h"
+
+#include <cfloat>
 #ifdef KVSIFT_WITH_CUDA
 #include "../../cuda/decode.h"
 #endif
@@ -31,7 +33,7 @@ Napi::Value DecodeAttention(const Napi::CallbackInfo& info) {
   Dims qd = DimsOf(q, layout), kd = DimsOf(k, layout);
   ExpectShape(env, op, v, "values", k.shape);
   ExpectShape(env, op, out, "out", q.shape);
-  if (qd.B != kd.B || qd.D != kd.D || kd.H == 0 || qd.H % kd.H != 0 || qd.S < 1 || qd.S > kDecodeMaxT || qd.S > kd.S) {
+  if (qd.B != kd.B || qd.D != kd.D || kd.H == 0 || qd.H == 0 || kd.D == 0 || qd.H % kd.H != 0 || qd.S < 1 || qd.S > kDecodeMaxT || qd.S > kd.S) {
     ThrowInvalid(env, op, "q.shape", "[B, Hq, T, D] matching keys, Hq a multiple of Hkv, 1 <= T <= min(8, N)", ShapeText(q.shape));
   }
   if (kd.D > kDecodeMaxD) {
@@ -40,6 +42,7 @@ Napi::Value DecodeAttention(const Napi::CallbackInfo& info) {
   if (kd.S > INT32_MAX || kd.B * kd.H > INT32_MAX) ThrowInvalid(env, op, "keys.shape", "N and B*Hkv below 2^31", ShapeText(k.shape));
   double scale = GetNumber(env, op, o.Get("scale"), "scale");
   if (!std::isfinite(scale)) ThrowInvalid(env, op, "scale", "a finite number", std::to_string(scale));
+  if (!std::isfinite(static_cast<float>(scale))) ThrowInvalid(env, op, "scale", "a number representable in f32", describe(o.Get("scale")));
   Lengths lens(env, op, o.Get("seqLens"), "seqLens", kd.B, qd.S, kd.S, device, stream);
 
   DecodeParams p{};
@@ -98,6 +101,11 @@ Napi::Value DecodeAttention(const Napi::CallbackInfo& info) {
     ExpectShape(env, op, scores, "scores", {kd.B, kd.H, kd.S});
     double tau = GetNumber(env, op, o.Get("tau"), "tau");
     if (!(tau > 0) || !std::isfinite(tau)) ThrowInvalid(env, op, "tau", "a positive number", std::to_string(tau));
+    // the kernels divide by tau in f32: it must be a normal f32 with a finite reciprocal there
+    const float tau_f = static_cast<float>(tau);
+    if (!(tau_f >= FLT_MIN) || !std::isfinite(tau_f) || !std::isfinite(1.0f / tau_f)) {
+      ThrowInvalid(env, op, "tau", "a positive number representable in f32", describe(o.Get("tau")));
+    }
     p.scores = static_cast<float*>(scores.data);
     p.tau = static_cast<float>(tau);
     p.noise = static_cast<NoiseKind>(GetInt(env, op, o.Get("noise"), "noise", 0, 1));
