@@ -9,7 +9,7 @@ import { native } from './native';
 import { check4d, checkLengths, layoutCode, opStream, sameDevice, shape4, withScope, type Layout, type LayoutOptions, type OpOptions } from './common';
 import { KvsiftError } from './errors';
 import { checkTensor, type Tensor } from './tensor';
-import { checkF32, checkInt, checkOneOf, checkOptions, invalid, invalidText } from './validate';
+import { checkF32, checkInt, checkOneOf, checkOptions, invalid, invalidText, isArray } from './validate';
 
 /** Largest head dim the kernels run. */
 export const MAX_HEAD_DIM = 256;
@@ -163,7 +163,7 @@ export function attention(q: Tensor, keys: Tensor, values: Tensor, options?: Att
   const acc = own(opts, 'accumulate');
   const native_opts: Record<string, unknown> = { layout: c.code, scale: c.scale, seqLens: c.seqLens, selection: 0 };
   if (acc !== undefined) {
-    if (acc === null || typeof acc !== 'object' || Array.isArray(acc)) throw invalid(op, 'options.accumulate', 'an object { scores, method }', acc);
+    if (acc === null || typeof acc !== 'object' || isArray(acc)) throw invalid(op, 'options.accumulate', 'an object { scores, method }', acc);
     const a = acc as Record<string, unknown>;
     const s = checkTensor(op, 'options.accumulate.scores', own(a, 'scores'));
     sameDevice(op, [c.q, s]);
@@ -240,7 +240,7 @@ export function sparseAttention(q: Tensor, keys: Tensor, values: Tensor, options
     const blockSize = checkInt(op, 'options.blockSize', own(opts, 'blockSize'), 1, 0x7fffffff);
     if (b.shape[2] * blockSize > 0x7fffffff) throw invalidText(op, 'options.blocks', 'fewer than 2^31 selected tokens per row', `${b.shape[2] * blockSize}`);
     Object.assign(native_opts, { selection: 3, sel: b, blockSize });
-  } else if (positions !== null && typeof positions === 'object' && !Array.isArray(positions) && Object.prototype.hasOwnProperty.call(positions, 'indptr')) {
+  } else if (positions !== null && typeof positions === 'object' && !isArray(positions) && Object.prototype.hasOwnProperty.call(positions, 'indptr')) {
     const r = positions as Record<string, unknown>;
     const pos = checkTensor(op, 'options.positions.positions', own(r, 'positions'));
     const indptr = checkTensor(op, 'options.positions.indptr', own(r, 'indptr'));

@@ -234,7 +234,7 @@ export class KvCache {
     }
     const C = p.shape[2];
     const also = opts.also === undefined ? [] : opts.also;
-    if (!Array.isArray(also)) throw invalid(op, 'options.also', 'an array of tensors', also);
+    if (!isArray(also)) throw invalid(op, 'options.also', 'an array of tensors', also);
     const alsoTensors = also.map((t, i) => {
       const a = checkTensor(op, `options.also[${i}]`, t);
       if (a.shape.length !== 3 || a.shape[0] !== B || a.shape[1] !== H || a.shape[2] !== S) {

@@ -7,7 +7,7 @@
 import { native } from './native';
 import { check4d, checkLengths, layoutCode, opStream, sameDevice, withScope, type LayoutOptions, type OpOptions } from './common';
 import { checkTensor, type Tensor } from './tensor';
-import { checkInt, checkOneOf, checkOptions, invalid, invalidText } from './validate';
+import { checkInt, checkOneOf, checkOptions, invalid, invalidText, isArray } from './validate';
 
 /** Per-block key bounds; keeps its block size. */
 export interface QuestMetadata {
@@ -71,7 +71,7 @@ export function metadata(keys: Tensor, options: MetadataOptions): QuestMetadata 
 }
 
 function checkMeta(op: string, meta: unknown): QuestMetadata {
-  if (meta === null || typeof meta !== 'object' || Array.isArray(meta)) throw invalid(op, 'meta', 'a Quest metadata object { min, max, blockSize }', meta);
+  if (meta === null || typeof meta !== 'object' || isArray(meta)) throw invalid(op, 'meta', 'a Quest metadata object { min, max, blockSize }', meta);
   const m = meta as Record<string, unknown>;
   const min = checkTensor(op, 'meta.min', own(m, 'min'));
   const max = checkTensor(op, 'meta.max', own(m, 'max'));
@@ -108,7 +108,7 @@ export function update(meta: QuestMetadata, keys: Tensor, options: UpdateOptions
   let from: number | undefined;
   let fromRows: Int32Array | undefined;
   if (typeof fromIn === 'number') from = checkInt(op, 'options.from', fromIn, 0, kd.S);
-  else if (fromIn instanceof Int32Array || Array.isArray(fromIn)) fromRows = checkLengths(op, 'options.from', fromIn, kd.B, 0, kd.S);
+  else if (fromIn instanceof Int32Array || isArray(fromIn)) fromRows = checkLengths(op, 'options.from', fromIn, kd.B, 0, kd.S);
   else throw invalid(op, 'options.from', `an integer in [0, ${kd.S}] or one per row`, fromIn);
   const seqLens = checkLengths(op, 'options.seqLens', own(opts, 'seqLens'), kd.B, 0, kd.S);
   const stream = opStream(op, opts as { stream?: unknown }, k._deviceIndex);

@@ -366,7 +366,7 @@ export class RaggedKvCache implements RaggedLayout {
     const stream = opStream(op, opts, device);
     const reserve = opts.reserve === undefined ? this._reserve : checkInt(op, 'options.reserve', opts.reserve, 0, 0x7fffffff);
     const also = opts.also ?? [];
-    if (!Array.isArray(also)) throw invalid(op, 'options.also', 'an array of tensors', also);
+    if (!isArray(also)) throw invalid(op, 'options.also', 'an array of tensors', also);
     const oldRows = this.rows;
     also.forEach((t, i) => {
       const a = checkTensor(op, `options.also[${i}]`, t);
