@@ -9,11 +9,13 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <deque>
 #include <map>
 #include <mutex>
 #include <set>
+#include <string>
 
 #include "emu_internal.h"
 
@@ -326,7 +328,25 @@ cudaError_t ret(cudaError_t e) {
   return e;
 }
 
-bool valid_device(int d) { return d == 0; }
+// The emulated device is device 0, hidden by CUDA_VISIBLE_DEVICES as a GPU would be: visible
+// when the variable is unset or lists 0.
+bool emulated_device_visible() {
+  const char* v = std::getenv("CUDA_VISIBLE_DEVICES");
+  if (v == nullptr) return true;
+  std::string list(v);
+  size_t start = 0;
+  while (start <= list.size()) {
+    size_t end = list.find(',', start);
+    if (end == std::string::npos) end = list.size();
+    std::string token = list.substr(start, end - start);
+    token.erase(0, token.find_first_not_of(' '));
+    if (token == "0") return true;
+    start = end + 1;
+  }
+  return false;
+}
+
+bool valid_device(int d) { return d == 0 && emulated_device_visible(); }
 }  // namespace
 
 namespace kvsift_emu {
@@ -345,8 +365,8 @@ bool stream_is_valid(cudaStream_t s) {
 
 cudaError_t cudaGetDeviceCount(int* count) {
   if (count == nullptr) return ret(cudaErrorInvalidValue);
-  *count = 1;
-  return cudaSuccess;
+  *count = emulated_device_visible() ? 1 : 0;
+  return *count ? cudaSuccess : ret(cudaErrorNoDevice);
 }
 cudaError_t cudaGetDevice(int* device) {
   if (device == nullptr) return ret(cudaErrorInvalidValue);
