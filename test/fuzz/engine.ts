@@ -130,9 +130,12 @@ export function mutate(rng: Rng, args: Args, ctx: Ctx, chaos: unknown[]): Args {
       const o = out[i] as Record<string, unknown>;
       const keys = Object.keys(o);
       const key = keys.length > 0 && rng.float() < 0.7 ? pick(rng, keys) : pick(rng, OPTION_KEYS);
+      // own data properties, defined rather than assigned: an inherited getter-only key (a hostile
+      // prototype) must not make the harness itself throw
+      const set = (v: unknown) => Object.defineProperty(o, key, { value: v, writable: true, configurable: true, enumerable: true });
       if (rng.float() < 0.15) delete o[key];
-      else if (typeof o[key] === 'number' && rng.float() < 0.5) o[key] = nearMiss(rng, o[key] as number);
-      else o[key] = pick(rng, chaos);
+      else if (typeof o[key] === 'number' && rng.float() < 0.5) set(nearMiss(rng, o[key] as number));
+      else set(pick(rng, chaos));
     } else if (kind === 6 && typeof out[i] === 'number') {
       out[i] = nearMiss(rng, out[i] as number);
     } else if (kind === 7 && out[i] instanceof Tensor) {
@@ -336,7 +339,9 @@ export function pollute(rng: Rng): { keys: string[]; undo: () => void } {
   const proto = Object.prototype as Record<string, unknown>;
   const names = Object.keys(POLLUTION_VALUES);
   const keys = [...new Set(Array.from({ length: rng.int(1, 3) }, () => pick(rng, names)))];
-  for (const k of keys) proto[k] = pick(rng, POLLUTION_VALUES[k]);
+  // defineProperty, not assignment: a getter-only key that a hostile option object put on a
+  // prototype chain must not make the harness itself throw.
+  for (const k of keys) Object.defineProperty(proto, k, { value: pick(rng, POLLUTION_VALUES[k]), writable: true, configurable: true, enumerable: true });
   return {
     keys,
     undo: () => {
