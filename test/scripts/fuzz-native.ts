@@ -22,6 +22,7 @@ import type { DeviceBuffer } from '../../binding';
 import { KvsiftError } from '../../lib/errors';
 // lib/native.ts honours KVSIFT_ADDON_PATH (a sanitizer build, say)
 import { native } from '../../lib/native';
+import { Rng } from '../rng';
 
 // ---------------------------------------------------------------------------------------------
 // Setup
@@ -36,30 +37,13 @@ const LAST_CALL = argValue('last-call', '');
 
 const HAS_CUDA = native.cudaDeviceCount() > 0;
 
-/** mulberry32, as test/helpers.ts (which imports vitest, so is not loaded here). */
-class Rng {
-  private state: number;
-  constructor(seed: number) {
-    this.state = seed >>> 0;
-  }
-  u32(): number {
-    this.state = (this.state + 0x6d2b79f5) >>> 0;
-    let t = this.state;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return (t ^ (t >>> 14)) >>> 0;
-  }
-  float(): number {
-    return this.u32() / 4294967296;
-  }
-  int(lo: number, hi: number): number {
-    return lo + Math.floor(this.float() * (hi - lo + 1));
-  }
+/** The tests' generator (test/rng.ts, free of vitest) with the pick this fuzzer draws through. */
+class FuzzRng extends Rng {
   pick<T>(xs: readonly T[]): T {
     return xs[this.int(0, xs.length - 1)];
   }
 }
-const rng = new Rng(SEED);
+const rng = new FuzzRng(SEED);
 
 // ---------------------------------------------------------------------------------------------
 // Values
