@@ -36,9 +36,6 @@ T pick(const std::vector<T>& v) {
   return v[static_cast<size_t>(rand_int(0, static_cast<int64_t>(v.size()) - 1))];
 }
 
-const char* dtype_name(DType t) {
-  return t == DType::F32 ? "f32" : t == DType::F16 ? "f16" : "bf16";
-}
 const char* reduce_name(GroupReduce g) {
   switch (g) {
     case GroupReduce::Mean: return "mean";
