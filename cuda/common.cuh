@@ -93,6 +93,14 @@ cudaError_t launch(void (*kernel)(Params...), dim3 grid, dim3 block, size_t smem
 #endif
 }
 
+// The grid of a flat grid-stride kernel over `total` items, kFlatThreads per block: a thread per
+// item, up to kMaxFlatBlocks blocks; the kernel's loop strides over the rest.
+constexpr int kFlatThreads = 256;
+constexpr int64_t kMaxFlatBlocks = 1 << 12;
+inline unsigned flat_blocks(int64_t total) {
+  const int64_t blocks = (total + kFlatThreads - 1) / kFlatThreads;
+  return static_cast<unsigned>(blocks < kMaxFlatBlocks ? blocks : kMaxFlatBlocks);
+}
 
 // Calls f(float{}), f(__half{}) or f(__nv_bfloat16{}) (a value of the element type: use
 // decltype to get it); any other dtype is unsupported.
