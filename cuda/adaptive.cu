@@ -22,6 +22,7 @@
 #include <cstdint>
 
 #include "adaptive.h"
+#include "block_scan.cuh"
 
 namespace kvsift::cuda {
 namespace {
@@ -29,37 +30,6 @@ namespace {
 constexpr int kThreads = 256;      // per-head kernels and the finalize
 constexpr int kRowThreads = 1024;  // the row-wide select: one block walks a whole batch row
 constexpr size_t kAlign = 256;
-
-// Exclusive prefix sum over a block of kT threads in thread order; *total gets the block's sum.
-// Every thread must call it (it synchronizes); tmp needs kT / 32 + 1 words.
-template <int kT>
-__device__ __forceinline__ uint32_t block_exclusive_sum(uint32_t v, uint32_t* tmp, uint32_t* total) {
-  constexpr int kWarps = kT / 32;
-  const int lane = threadIdx.x & 31;
-  const int warp = threadIdx.x >> 5;
-  uint32_t x = v;
-  for (int o = 1; o < 32; o <<= 1) {
-    const uint32_t y = __shfl_up_sync(0xffffffffu, x, o);
-    if (lane >= o) x += y;
-  }
-  if (lane == 31) tmp[warp] = x;
-  __syncthreads();
-  if (warp == 0) {
-    const uint32_t w = lane < kWarps ? tmp[lane] : 0u;
-    uint32_t s = w;
-    for (int o = 1; o < 32; o <<= 1) {
-      const uint32_t y = __shfl_up_sync(0xffffffffu, s, o);
-      if (lane >= o) s += y;
-    }
-    if (lane < kWarps) tmp[lane] = s - w;
-    if (lane == 31) tmp[kWarps] = s;
-  }
-  __syncthreads();
-  const uint32_t result = tmp[warp] + x - v;
-  *total = tmp[kWarps];
-  __syncthreads();  // tmp is free for the next call
-  return result;
-}
 
 template <int kT>
 struct SelectState {

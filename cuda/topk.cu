@@ -17,6 +17,7 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "block_scan.cuh"
 #include "launchers.h"
 
 namespace kvsift::cuda {
@@ -44,16 +45,12 @@ struct RowState {
   uint32_t pad;
 };
 
-struct TopkArgs {
-  const float* in;
-  int32_t* out;
-  int64_t R, M, out_row_stride, rows_per_batch;
-  const int32_t* lengths;
+// The caller's problem (rows_per_batch made >= 1), plus this launch's workspace and derived sizes.
+struct TopkArgs : TopkParams {
   RowState* state;              // [R]
   uint32_t* ghist;              // [R][kBins], only when bpr > 1
   uint32_t* chunks;             // [R][bpr][kChunkStride], only when bpr > 1
   unsigned long long* sort_buf; // [R][n2], only for score sorts too large for shared memory
-  int32_t k;
   int32_t bpr;                  // blocks per row
   int32_t n2;                   // k rounded up to a power of two (score sort)
   int32_t vec4;                 // rows are 16-byte aligned: float4 loads
@@ -92,38 +89,6 @@ __device__ __forceinline__ void chunk_range(int64_t len, int bpr, int c, int64_t
   *hi = h < len ? h : len;
 }
 
-// Exclusive prefix sum over the block in thread order; *total gets the block's sum. Every thread
-// of the block must call it (it synchronizes); tmp needs kWarps + 1 words.
-__device__ __forceinline__ uint32_t block_exclusive_sum(uint32_t v, uint32_t* tmp,
-                                                        uint32_t* total) {
-  const int lane = threadIdx.x & 31;
-  const int warp = threadIdx.x >> 5;
-  uint32_t x = v;
-#pragma unroll
-  for (int o = 1; o < 32; o <<= 1) {
-    uint32_t y = __shfl_up_sync(0xffffffffu, x, o);
-    if (lane >= o) x += y;
-  }
-  if (lane == 31) tmp[warp] = x;
-  __syncthreads();
-  if (warp == 0) {
-    uint32_t w = lane < kWarps ? tmp[lane] : 0u;
-    uint32_t s = w;
-#pragma unroll
-    for (int o = 1; o < 32; o <<= 1) {
-      uint32_t y = __shfl_up_sync(0xffffffffu, s, o);
-      if (lane >= o) s += y;
-    }
-    if (lane < kWarps) tmp[lane] = s - w;
-    if (lane == 31) tmp[kWarps] = s;
-  }
-  __syncthreads();
-  const uint32_t result = tmp[warp] + x - v;
-  *total = tmp[kWarps];
-  __syncthreads();  // tmp is free for the next call
-  return result;
-}
-
 // Visits the keys of row[lo, hi) in no particular order (histograms do not care).
 template <typename F>
 __device__ __forceinline__ void for_each_key(const float* __restrict__ row, int64_t lo,
@@ -145,27 +110,41 @@ __device__ __forceinline__ void for_each_key(const float* __restrict__ row, int6
   }
 }
 
+// The bins of a histogram walked from the top, split over the block: thread t holds the kNumBins /
+// kThreads consecutive bins bin_from_top<kNumBins>(0..), the highest first.
+template <int kNumBins>
+__device__ __forceinline__ unsigned bin_from_top(int j) {
+  return kNumBins - 1 - (threadIdx.x * (kNumBins / kThreads) + j);
+}
+
+// Loads this thread's bins (v[j] = hist[bin_from_top(j)]) and returns how many keys lie in the
+// bins above them. Block-wide, synchronizes.
+template <int kNumBins>
+__device__ __forceinline__ uint32_t load_bins_from_top(const uint32_t* hist, uint32_t* tmp,
+                                                       uint32_t (&v)[kNumBins / kThreads]) {
+  static_assert(kNumBins % kThreads == 0, "bins must split evenly over the block");
+  uint32_t sum = 0;
+#pragma unroll
+  for (int j = 0; j < kNumBins / kThreads; ++j) {
+    v[j] = hist[bin_from_top<kNumBins>(j)];
+    sum += v[j];
+  }
+  uint32_t total;
+  return block_exclusive_sum<kThreads>(sum, tmp, &total);
+}
+
 // Finds the digit d whose bin holds the k_rem-th largest key among hist's keys (bins walked from
 // the top); *d_above gets how many keys sit in the bins above d. Block-wide, synchronizes.
 template <int kNumBins>
 __device__ __forceinline__ void select_digit(const uint32_t* hist, uint32_t k_rem, uint32_t* tmp,
                                              uint32_t* s_digit, uint32_t* s_digit_above) {
-  constexpr int kIpt = kNumBins / kThreads;
-  static_assert(kIpt * kThreads == kNumBins, "bins must split evenly over the block");
-  uint32_t v[kIpt];
-  uint32_t sum = 0;
+  uint32_t v[kNumBins / kThreads];
+  uint32_t before = load_bins_from_top<kNumBins>(hist, tmp, v);
 #pragma unroll
-  for (int j = 0; j < kIpt; ++j) {
-    v[j] = hist[kNumBins - 1 - (threadIdx.x * kIpt + j)];
-    sum += v[j];
-  }
-  uint32_t total;
-  uint32_t before = block_exclusive_sum(sum, tmp, &total);
-#pragma unroll
-  for (int j = 0; j < kIpt; ++j) {
+  for (int j = 0; j < kNumBins / kThreads; ++j) {
     // The intervals (before, before + v] tile (0, total]: exactly one thread matches.
     if (before < k_rem && k_rem <= before + v[j]) {
-      *s_digit = kNumBins - 1 - (threadIdx.x * kIpt + j);
+      *s_digit = bin_from_top<kNumBins>(j);
       *s_digit_above = before;
     }
     before += v[j];
@@ -177,21 +156,12 @@ __device__ __forceinline__ void select_digit(const uint32_t* hist, uint32_t k_re
 // block's counts above and equal to any final digit with two loads.
 __device__ __forceinline__ void write_suffix_sums(const uint32_t* hist, uint32_t* tmp,
                                                   uint32_t* ge) {
-  constexpr int kIpt = kLastBins / kThreads;
-  static_assert(kIpt * kThreads == kLastBins, "bins must split evenly over the block");
-  uint32_t v[kIpt];
-  uint32_t sum = 0;
+  uint32_t v[kLastBins / kThreads];
+  uint32_t run = load_bins_from_top<kLastBins>(hist, tmp, v);
 #pragma unroll
-  for (int j = 0; j < kIpt; ++j) {
-    v[j] = hist[kLastBins - 1 - (threadIdx.x * kIpt + j)];
-    sum += v[j];
-  }
-  uint32_t total;
-  uint32_t run = block_exclusive_sum(sum, tmp, &total);
-#pragma unroll
-  for (int j = 0; j < kIpt; ++j) {
+  for (int j = 0; j < kLastBins / kThreads; ++j) {
     run += v[j];
-    ge[kLastBins - 1 - (threadIdx.x * kIpt + j)] = run;
+    ge[bin_from_top<kLastBins>(j)] = run;
   }
 }
 
@@ -369,7 +339,7 @@ __global__ void __launch_bounds__(kThreads) collect_kernel(TopkArgs a) {
       sum += packed[q];
     }
     uint32_t total;
-    uint32_t pre = block_exclusive_sum(sum, tmp, &total);
+    uint32_t pre = block_exclusive_sum<kThreads>(sum, tmp, &total);
 #pragma unroll
     for (int q = 0; q < 4; ++q) {
       const int64_t gt_at = gt_before + run_gt + (pre >> 16);
@@ -502,20 +472,14 @@ cudaError_t topk(const TopkParams& p, void* workspace, cudaStream_t stream) {
   char* ws = static_cast<char*>(workspace);
 
   TopkArgs a{};
-  a.in = p.in;
-  a.out = p.out;
-  a.R = p.R;
-  a.M = p.M;
-  a.out_row_stride = p.out_row_stride;
-  a.rows_per_batch = p.rows_per_batch > 0 ? p.rows_per_batch : 1;
-  a.lengths = p.lengths;
+  static_cast<TopkParams&>(a) = p;
+  if (a.rows_per_batch <= 0) a.rows_per_batch = 1;
   a.state = reinterpret_cast<RowState*>(ws + l.state_off);
   a.ghist = l.bpr > 1 ? reinterpret_cast<uint32_t*>(ws + l.hist_off) : nullptr;
   a.chunks = l.bpr > 1 ? reinterpret_cast<uint32_t*>(ws + l.chunk_off) : nullptr;
   a.sort_buf = (p.order == TopkOrder::Score && l.n2 > kSmemSortMax)
                    ? reinterpret_cast<unsigned long long*>(ws + l.sort_off)
                    : nullptr;
-  a.k = p.k;
   a.bpr = l.bpr;
   a.n2 = static_cast<int32_t>(l.n2 < INT32_MAX ? l.n2 : INT32_MAX);
   a.vec4 = (reinterpret_cast<uintptr_t>(p.in) % 16 == 0 && p.M % 4 == 0) ? 1 : 0;
