@@ -25,6 +25,7 @@
 
 #include "../common/decode.h"
 #include "../common/philox.h"
+#include "convert.cuh"
 #include "decode.h"
 #include "dispatch.h"
 
@@ -114,24 +115,6 @@ Plan make_plan(const DecodeParams& p) {
   pl.smem = static_cast<size_t>(pl.rc * dp + pl.nw * 32 * (dp + 1) + pl.nw * pl.rc * 32) * sizeof(float);
   return pl;
 }
-
-template <typename T>
-__device__ __forceinline__ float to_f32(T x);
-template <>
-__device__ __forceinline__ float to_f32<float>(float x) { return x; }
-template <>
-__device__ __forceinline__ float to_f32<__half>(__half x) { return __half2float(x); }
-template <>
-__device__ __forceinline__ float to_f32<__nv_bfloat16>(__nv_bfloat16 x) { return __bfloat162float(x); }
-
-template <typename T>
-__device__ __forceinline__ T from_f32(float x);
-template <>
-__device__ __forceinline__ float from_f32<float>(float x) { return x; }
-template <>
-__device__ __forceinline__ __half from_f32<__half>(float x) { return __float2half_rn(x); }
-template <>
-__device__ __forceinline__ __nv_bfloat16 from_f32<__nv_bfloat16>(float x) { return __float2bfloat16_rn(x); }
 
 __device__ __forceinline__ float warp_max(float x) {
   for (int o = 16; o > 0; o /= 2) x = fmaxf(x, __shfl_xor_sync(kFull, x, o));

@@ -149,6 +149,23 @@ __global__ void __launch_bounds__(kThreads) pool_tile_kernel(PoolArgs a) {
   }
 }
 
+// The wide kernel's scan step, run on the lanes' parts and then on the warps' totals: over the
+// warp's 32 lanes, an inclusive suffix scan of s, an inclusive prefix scan of p and an all-reduce
+// of c, all with Op.
+template <typename Op>
+__device__ __forceinline__ void warp_scan_parts(typename Op::T& s, typename Op::T& p, typename Op::T& c, int lane) {
+  using T = typename Op::T;
+#pragma unroll
+  for (int off = 1; off < 32; off *= 2) {
+    const T sd = __shfl_down_sync(0xffffffffu, s, off);
+    const T pu = __shfl_up_sync(0xffffffffu, p, off);
+    const T cx = __shfl_xor_sync(0xffffffffu, c, off);
+    if (lane + off < 32) s = Op::op(s, sd);
+    if (lane >= off) p = Op::op(pu, p);
+    c = Op::op(c, cx);
+  }
+}
+
 // Wide kernels: block outputs [t0, t0 + kWide), thread v owns output t0 + v, window
 // [t0 + v - h, t0 + v - h + K - 1]. With K >= kWide all windows share the core
 // [t0 - h + kWide - 1, t0 - h + K - 1]; A_i = x(t0 - h + i) and B_i = x(t0 - h + K + i),
@@ -185,16 +202,8 @@ __global__ void __launch_bounds__(kWide) pool_wide_kernel(PoolArgs a) {
       const int64_t hi = min(t0 - h + K, len);
       for (int64_t g = lo + tid; g < hi; g += kWide) c = Op::op(c, Op::load(__ldg(in + g)));
     }
-    // Warp level: inclusive suffix scan of s, inclusive prefix scan of p, reduction of c.
-#pragma unroll
-    for (int off = 1; off < 32; off *= 2) {
-      const T sd = __shfl_down_sync(0xffffffffu, s, off);
-      const T pu = __shfl_up_sync(0xffffffffu, p, off);
-      const T cx = __shfl_xor_sync(0xffffffffu, c, off);
-      if (lane + off < 32) s = Op::op(s, sd);
-      if (lane >= off) p = Op::op(pu, p);
-      c = Op::op(c, cx);
-    }
+    // Warp level: the lanes' parts.
+    warp_scan_parts<Op>(s, p, c, lane);
     if (lane == 0) suf_warp[warp] = s;
     if (lane == 31) pre_warp[warp] = p;
     if (lane == 0) core_warp[warp] = c;
@@ -208,15 +217,8 @@ __global__ void __launch_bounds__(kWide) pool_wide_kernel(PoolArgs a) {
       T ws = lane < kWarps ? suf_warp[lane] : Op::identity();
       T wp = lane < kWarps ? pre_warp[lane] : Op::identity();
       T wc = lane < kWarps ? core_warp[lane] : Op::identity();
-#pragma unroll
-      for (int off = 1; off < 32; off *= 2) {
-        const T sd = __shfl_down_sync(0xffffffffu, ws, off);
-        const T pu = __shfl_up_sync(0xffffffffu, wp, off);
-        const T cx = __shfl_xor_sync(0xffffffffu, wc, off);
-        if (lane + off < 32) ws = Op::op(ws, sd);
-        if (lane >= off) wp = Op::op(pu, wp);
-        wc = Op::op(wc, cx);
-      }
+      // Block level: the warps' totals, scanned by warp 0.
+      warp_scan_parts<Op>(ws, wp, wc, lane);
       // Exclusive across warps: what lies after warp `lane`, and before it.
       const T after = __shfl_down_sync(0xffffffffu, ws, 1);
       const T before = __shfl_up_sync(0xffffffffu, wp, 1);

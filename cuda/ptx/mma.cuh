@@ -11,32 +11,35 @@
 
 namespace kvsift::cuda::ptx {
 
-__device__ __forceinline__ void mma_m16n8k16_f16(float (&d)[4], const uint32_t (&a)[4], const uint32_t (&b)[2]) {
+// The m16n8k16 product for f16 (kBf16 = false) or bf16 inputs. The two PTX instructions differ
+// only in the input type's name, spliced into the one instruction string below.
+template <bool kBf16>
+__device__ __forceinline__ void mma_m16n8k16(float (&d)[4], const uint32_t (&a)[4], const uint32_t (&b)[2]) {
 #if defined(KVSIFT_CUDA_EMULATED)
-  ::kvsift_emu::mma_m16n8k16(false, d, a, b, __FILE__, __LINE__);
+  ::kvsift_emu::mma_m16n8k16(kBf16, d, a, b, __FILE__, __LINE__);
 #elif defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
-  asm(
-      "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
-      "{%0, %1, %2, %3};\n"
-      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+#define KVSIFT_MMA_M16N8K16(AB)                                                                                 \
+  asm("mma.sync.aligned.m16n8k16.row.col.f32." AB "." AB ".f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, " \
+      "{%0, %1, %2, %3};\n"                                                                                     \
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])                                                          \
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]))
+  if constexpr (kBf16) {
+    KVSIFT_MMA_M16N8K16("bf16");
+  } else {
+    KVSIFT_MMA_M16N8K16("f16");
+  }
+#undef KVSIFT_MMA_M16N8K16
 #else
   __trap();
 #endif
 }
 
+__device__ __forceinline__ void mma_m16n8k16_f16(float (&d)[4], const uint32_t (&a)[4], const uint32_t (&b)[2]) {
+  mma_m16n8k16<false>(d, a, b);
+}
+
 __device__ __forceinline__ void mma_m16n8k16_bf16(float (&d)[4], const uint32_t (&a)[4], const uint32_t (&b)[2]) {
-#if defined(KVSIFT_CUDA_EMULATED)
-  ::kvsift_emu::mma_m16n8k16(true, d, a, b, __FILE__, __LINE__);
-#elif defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
-  asm(
-      "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
-      "{%0, %1, %2, %3};\n"
-      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
-#else
-  __trap();
-#endif
+  mma_m16n8k16<true>(d, a, b);
 }
 
 __device__ __forceinline__ void mma_m16n8k8_f16(float (&d)[4], const uint32_t (&a)[2], uint32_t b) {
