@@ -167,8 +167,8 @@ cudaError_t retain_gather(const RetainGatherParams& p, cudaStream_t stream) {
   if (p.B < 0 || p.H < 0 || p.C < 0 || p.row_bytes < 0) return cudaErrorInvalidValue;
   if (p.B == 0 || p.H == 0 || p.C == 0 || p.row_bytes == 0) return cudaSuccess;
   if (p.src.data == nullptr || p.out.data == nullptr || p.keep == nullptr) return cudaErrorInvalidValue;
-  const int width = vector_width({address_of(p.src.data), p.src.sB, p.src.sH, p.src.sS, address_of(p.out.data), p.out.sB,
-                                  p.out.sH, p.out.sS, p.row_bytes});
+  const int width = vector_width({address_of(p.src.data), p.src.sB, p.src.sH, p.src.sS, address_of(p.out.data),
+                                  p.out.sB, p.out.sH, p.out.sS, p.row_bytes});
   if (p.row_bytes / width > INT32_MAX) return cudaErrorInvalidValue;
   const RowGrid g = row_grid(p.B, p.H, p.C, p.row_bytes, width);
   return launch_rows(p, g, width, stream);

@@ -126,10 +126,10 @@ cudaError_t quest_metadata(const QuestMetaParams& p, cudaStream_t stream) {
 cudaError_t quest_bounds(const QuestBoundsParams& p, cudaStream_t stream) {
   if (p.B <= 0 || p.Hq <= 0 || p.Hkv <= 0 || p.nblocks <= 0) return cudaSuccess;
   if (p.Hq % p.Hkv != 0) return cudaErrorInvalidValue;
-  const int64_t rows = static_cast<int64_t>(p.B) * (p.reduce == GroupReduce::None ? p.Hq : p.Hkv);
+  const dim3 grid(static_cast<unsigned>(static_cast<int64_t>(p.B) * (p.reduce == GroupReduce::None ? p.Hq : p.Hkv)));
   const int32_t G = p.Hq / p.Hkv;
   return dispatch_float(p.dtype, "quest_bounds", [&](auto t) {
-    return launch(quest_bound_kernel<decltype(t)>, dim3(static_cast<unsigned>(rows)), dim3(kBoundThreads), 0, stream, p, G);
+    return launch(quest_bound_kernel<decltype(t)>, grid, dim3(kBoundThreads), 0, stream, p, G);
   });
 }
 

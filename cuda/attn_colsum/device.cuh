@@ -28,6 +28,48 @@ __device__ __forceinline__ void lse_merge(float& m, float& s, float mo, float so
   m = mn;
 }
 
+// The first key row of KV head hkv of batch row b, as the engine reads it (T, or the raw 16-bit
+// words the tensor-core engine copies).
+template <typename T>
+__device__ __forceinline__ const T* k_head(const Args& a, int b, int hkv) {
+  return static_cast<const T*>(a.k) + static_cast<int64_t>(b) * a.k_sB + static_cast<int64_t>(hkv) * a.k_sH;
+}
+
+// Merges the (max, sum) partials of each group of kSpan consecutive lanes into every lane of the
+// group, at xor distances 1, 2, ..., kSpan / 2: both engines' pass 1 end with it (SIMT: a warp per
+// row, kSpan = 32; tensor cores: a quad per row, kSpan = 4), in this order, so the bits agree.
+template <int kSpan>
+__device__ __forceinline__ void lse_merge_lanes(float& m, float& s) {
+#pragma unroll
+  for (int o = 1; o < kSpan; o <<= 1) {
+    const float mo = __shfl_xor_sync(0xffffffffu, m, o);
+    const float so = __shfl_xor_sync(0xffffffffu, s, o);
+    lse_merge(m, s, mo, so);
+  }
+}
+
+// Pass 1's result for one row and key split: part[h][row][split].
+__device__ __forceinline__ void store_partial(const Args& a, int h, int split, int row, float m, float s) {
+  a.part[(static_cast<int64_t>(h) * a.rows_p + row) * a.s1 + split] = make_float2(m, s);
+}
+
+// Pass 2 subtracts each row's base-2 lse from its logits: the caller's natural-log lse (SnapKV's
+// lse_in, per query head and query rq) or the one pass 1 left in lse2. 0 for padding rows.
+__device__ __forceinline__ float row_lse2(const Args& a, int b, int hkv, int h, int row, int rq, bool ok) {
+  if (!ok) return 0.f;
+  if (a.lse_in != nullptr) {
+    const int64_t hq = static_cast<int64_t>(b) * a.Hq + hkv * a.G + row / a.period;
+    return __ldg(a.lse_in + hq * a.T + rq) * kLog2e;
+  }
+  return __ldcg(a.lse2 + static_cast<int64_t>(h) * a.rows_p + row);
+}
+
+// Whether pass 2 folds rows per query head (GroupReduce Max/None) rather than summing them all.
+template <class Op>
+__device__ __forceinline__ bool folds_per_head(const Args& a) {
+  return !Op::kAccumulate && a.per_head != 0;
+}
+
 // max that lets a NaN through, like the sum it stands beside.
 __device__ __forceinline__ float nan_max(float a, float b) { return (b > a || b != b) ? b : a; }
 
@@ -132,27 +174,28 @@ __device__ __forceinline__ void mma_16816<__nv_bfloat16>(float (&c)[4], const ui
   ptx::mma_m16n8k16_bf16(c, a, b);
 }
 
+// One halving step of reduce_scatter8: lanes whose `kLaneBit` is set keep the upper half of v,
+// the others the lower half, and each adds its partner's copy of the half it keeps.
+template <int kN, int kLaneBit>
+__device__ __forceinline__ void exchange_halves(const float (&v)[2 * kN], float (&kept)[kN], int lane) {
+  const bool upper = (lane & kLaneBit) != 0;
+#pragma unroll
+  for (int i = 0; i < kN; ++i) {
+    const float send = upper ? v[i] : v[i + kN];
+    const float keep = upper ? v[i + kN] : v[i];
+    kept[i] = keep + __shfl_xor_sync(0xffffffffu, send, kLaneBit);
+  }
+}
+
 // Sums v[i] over the 8 lanes that share lane & 3 and leaves the sum of index lane >> 2 in each
-// lane: 7 shuffles instead of 24 for a plain butterfly per value.
+// lane: 7 shuffles instead of 24 for a plain butterfly per value. Lane bits 16, 8, 4 halve the
+// values in turn (8 -> 4 -> 2 -> 1).
 __device__ __forceinline__ float reduce_scatter8(const float (&v)[8], int lane) {
-  const bool b4 = (lane & 16) != 0, b3 = (lane & 8) != 0, b2 = (lane & 4) != 0;
-  float w4[4];
-#pragma unroll
-  for (int i = 0; i < 4; ++i) {
-    const float send = b4 ? v[i] : v[i + 4];
-    const float keep = b4 ? v[i + 4] : v[i];
-    w4[i] = keep + __shfl_xor_sync(0xffffffffu, send, 16);
-  }
-  float w2[2];
-#pragma unroll
-  for (int i = 0; i < 2; ++i) {
-    const float send = b3 ? w4[i] : w4[i + 2];
-    const float keep = b3 ? w4[i + 2] : w4[i];
-    w2[i] = keep + __shfl_xor_sync(0xffffffffu, send, 8);
-  }
-  const float send = b2 ? w2[0] : w2[1];
-  const float keep = b2 ? w2[1] : w2[0];
-  return keep + __shfl_xor_sync(0xffffffffu, send, 4);
+  float w4[4], w2[2], w1[1];
+  exchange_halves<4, 16>(v, w4, lane);
+  exchange_halves<2, 8>(w4, w2, lane);
+  exchange_halves<1, 4>(w2, w1, lane);
+  return w1[0];
 }
 
 template <class E>

@@ -102,11 +102,6 @@ struct SimtEngine {
     return v;
   }
 
-  static __device__ __forceinline__ const T* k_head(const Args& a, int b, int hkv) {
-    return static_cast<const T*>(a.k) + static_cast<int64_t>(b) * a.k_sB +
-           static_cast<int64_t>(hkv) * a.k_sH;
-  }
-
   template <class Op>
   static __device__ void pass1(const Args& a, Sh& sh, int b, int hkv, int h, int L, int c0,
                                int key_lo, int key_hi, int split) {
@@ -120,7 +115,7 @@ struct SimtEngine {
       m[i] = -INFINITY;
       s[i] = 0.f;
     }
-    const T* kb = k_head(a, b, hkv);
+    const T* kb = k_head<T>(a, b, hkv);
     for (int tile0 = key_lo; tile0 < key_hi; tile0 += kTN) {
       float dot[kRowsPerWarp];
       tile_dots(a, sh.buf, kb, tile0, L, dot);
@@ -134,20 +129,11 @@ struct SimtEngine {
         m[i] = mn;
       }
     }
-    float2* pw = a.part + static_cast<int64_t>(h) * a.rows_p * a.s1 + split;
+    // A row's keys are spread over the warp's lanes: merge them all, lane 0 stores.
 #pragma unroll
     for (int i = 0; i < kRowsPerWarp; ++i) {
-      float mm = m[i], ss = s[i];
-#pragma unroll
-      for (int o = 1; o < 32; o <<= 1) {
-        const float mo = __shfl_xor_sync(0xffffffffu, mm, o);
-        const float so = __shfl_xor_sync(0xffffffffu, ss, o);
-        lse_merge(mm, ss, mo, so);
-      }
-      if (lane == 0 && rw.ok[i]) {
-        const int row = c0 + warp * kRowsPerWarp + i;
-        pw[static_cast<int64_t>(row) * a.s1] = make_float2(mm, ss);
-      }
+      lse_merge_lanes<32>(m[i], s[i]);
+      if (lane == 0 && rw.ok[i]) store_partial(a, h, split, c0 + warp * kRowsPerWarp + i, m[i], s[i]);
     }
   }
 
@@ -155,8 +141,8 @@ struct SimtEngine {
   static __device__ void pass2(const Args& a, Sh& sh, int b, int hkv, int h, int L, int key_lo,
                                int ntiles, int limit) {
     const int lane = static_cast<int>(threadIdx.x) & 31, warp = static_cast<int>(threadIdx.x) >> 5;
-    const bool per_head = !Op::kAccumulate && a.per_head != 0;
-    const T* kb = k_head(a, b, hkv);
+    const bool per_head = folds_per_head<Op>(a);
+    const T* kb = k_head<T>(a, b, hkv);
     for (int c = 0; c < a.chunks; ++c) {
       const int c0 = c * kRC;
       // Safe without a barrier: every reader of the previous chunk's Q passed the barrier that
@@ -167,17 +153,7 @@ struct SimtEngine {
       float off[kRowsPerWarp];
 #pragma unroll
       for (int i = 0; i < kRowsPerWarp; ++i) {
-        float l2 = 0.f;
-        if (rw.ok[i]) {
-          const int row = c0 + warp * kRowsPerWarp + i;
-          if (a.lse_in != nullptr) {
-            const int64_t hq = static_cast<int64_t>(b) * a.Hq + hkv * a.G + row / a.period;
-            l2 = __ldg(a.lse_in + hq * a.T + rw.rq[i]) * kLog2e;
-          } else {
-            l2 = __ldcg(a.lse2 + static_cast<int64_t>(h) * a.rows_p + row);
-          }
-        }
-        off[i] = -l2;
+        off[i] = -row_lse2(a, b, hkv, h, c0 + warp * kRowsPerWarp + i, rw.rq[i], rw.ok[i]);
       }
       for (int t = 0; t < ntiles; ++t) {
         const int tile0 = key_lo + t * kTN;

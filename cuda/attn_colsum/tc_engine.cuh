@@ -148,14 +148,21 @@ struct TcEngine {
         }
   }
 
+  // The row of chunk c0 that this lane's accumulators (mt, hh) belong to: warp w owns rows
+  // [32w, 32w + 32), m-tile mt 16 of them, and the mma layout puts lane's values in rows lane / 4
+  // (hh = 0) and lane / 4 + 8 (hh = 1).
+  static __device__ __forceinline__ int lane_row(int c0, int mt, int hh) {
+    const int lane = static_cast<int>(threadIdx.x) & 31, warp = static_cast<int>(threadIdx.x) >> 5;
+    return c0 + warp * 32 + mt * 16 + hh * 8 + (lane >> 2);
+  }
+
   static __device__ __forceinline__ void row_setup(const Args& a, int b, int hkv, int L, int c0,
                                                    Rows& rw) {
-    const int lane = static_cast<int>(threadIdx.x) & 31, warp = static_cast<int>(threadIdx.x) >> 5;
 #pragma unroll
     for (int mt = 0; mt < kMT; ++mt)
 #pragma unroll
       for (int hh = 0; hh < 2; ++hh) {
-        const int i = c0 + warp * 32 + mt * 16 + hh * 8 + (lane >> 2);
+        const int i = lane_row(c0, mt, hh);
         int g, r;
         const bool ok = row_map(a, i, g, r);
         rw.ok[mt][hh] = ok;
@@ -198,15 +205,39 @@ struct TcEngine {
     }
   }
 
-  static __device__ __forceinline__ const uint16_t* k_head(const Args& a, int b, int hkv) {
-    return static_cast<const uint16_t*>(a.k) + static_cast<int64_t>(b) * a.k_sB +
-           static_cast<int64_t>(hkv) * a.k_sH;
+  // Streams ntiles key tiles from key_lo past the staged Q fragments qa and hands each 32-key
+  // group's logits (row offsets `off` applied, causal mask where a tile needs it) to
+  // group(x, ng); after(t) runs once tile t's stage is free. A warp whose rows are all padding
+  // skips the math but keeps every barrier.
+  template <class Op, class Group, class After>
+  static __device__ __forceinline__ void stream_logits(const Args& a, Sh& sh, const uint16_t* kb, int c0, int L,
+                                                       int key_lo, int ntiles, const uint32_t (&qa)[kMT][kKS][4],
+                                                       const float (&off)[kMT][2], const Rows& rw, Group&& group,
+                                                       After&& after) {
+    const int warp = static_cast<int>(threadIdx.x) >> 5;
+    const bool active = c0 + warp * 32 < a.rows_p;
+    const int min_pos = chunk_min_pos(a, c0, kRC, L);
+    stream_tiles(
+        a, sh.buf.bytes, kb, key_lo, ntiles, L,
+        [&](int t, uint32_t st) {
+          const int tile0 = key_lo + t * kTN;
+          const bool mask = tile0 + kTN - 1 > min_pos;
+          if (!active) return;
+#pragma unroll 1  // unrolled, the two groups' fragments would be live at once
+          for (int ng = 0; ng < kTN / 32; ++ng) {
+            float x[kMT][4][4];
+            qk_group(x, qa, st, ng);
+            logits<Op>(a, x, tile0 + ng * 32, off, rw, mask);
+            group(x, ng);
+          }
+        },
+        after);
   }
 
   template <class Op>
   static __device__ void pass1(const Args& a, Sh& sh, int b, int hkv, int h, int L, int c0,
                                int key_lo, int key_hi, int split) {
-    const int lane = static_cast<int>(threadIdx.x) & 31, warp = static_cast<int>(threadIdx.x) >> 5;
+    const int lane = static_cast<int>(threadIdx.x) & 31;
     uint32_t qa[kMT][kKS][4];
     stage_q(a, sh.buf.bytes, b, hkv, c0, qa);
     Rows rw;
@@ -220,56 +251,38 @@ struct TcEngine {
         m[mt][hh] = -INFINITY;
         s[mt][hh] = 0.f;
       }
-    const bool active = c0 + warp * 32 < a.rows_p;
-    const int min_pos = chunk_min_pos(a, c0, kRC, L);
     const int ntiles = (key_hi - key_lo + kTN - 1) / kTN;
-    stream_tiles(
-        a, sh.buf.bytes, k_head(a, b, hkv), key_lo, ntiles, L,
-        [&](int t, uint32_t st) {
-          const int tile0 = key_lo + t * kTN;
-          const bool mask = tile0 + kTN - 1 > min_pos;
-          if (!active) return;
-#pragma unroll 1  // unrolled, the two groups' fragments would be live at once
-          for (int ng = 0; ng < kTN / 32; ++ng) {
-            float x[kMT][4][4];
-            qk_group(x, qa, st, ng);
-            logits<Op>(a, x, tile0 + ng * 32, zero, rw, mask);
-            // Online (max, sum) per lane and row; the quad's lanes merge once at the end.
+    stream_logits<Op>(
+        a, sh, k_head<uint16_t>(a, b, hkv), c0, L, key_lo, ntiles, qa, zero, rw,
+        [&](float (&x)[kMT][4][4], int) {
+          // Online (max, sum) per lane and row; the quad's lanes merge once at the end.
 #pragma unroll
-            for (int mt = 0; mt < kMT; ++mt)
+          for (int mt = 0; mt < kMT; ++mt)
 #pragma unroll
-              for (int hh = 0; hh < 2; ++hh) {
-                float mx = -INFINITY;
+            for (int hh = 0; hh < 2; ++hh) {
+              float mx = -INFINITY;
 #pragma unroll
-                for (int nt = 0; nt < 4; ++nt)
-                  mx = fmaxf(mx, fmaxf(x[mt][nt][hh * 2], x[mt][nt][hh * 2 + 1]));
-                const float mn = fmaxf(m[mt][hh], mx);
-                const float mu = (mn == -INFINITY) ? 0.f : mn;
-                float sum = 0.f;
+              for (int nt = 0; nt < 4; ++nt)
+                mx = fmaxf(mx, fmaxf(x[mt][nt][hh * 2], x[mt][nt][hh * 2 + 1]));
+              const float mn = fmaxf(m[mt][hh], mx);
+              const float mu = (mn == -INFINITY) ? 0.f : mn;
+              float sum = 0.f;
 #pragma unroll
-                for (int nt = 0; nt < 4; ++nt)
-                  sum += fast_exp2(x[mt][nt][hh * 2] - mu) + fast_exp2(x[mt][nt][hh * 2 + 1] - mu);
-                s[mt][hh] = s[mt][hh] * fast_exp2(m[mt][hh] - mu) + sum;
-                m[mt][hh] = mn;
-              }
-          }
+              for (int nt = 0; nt < 4; ++nt)
+                sum += fast_exp2(x[mt][nt][hh * 2] - mu) + fast_exp2(x[mt][nt][hh * 2 + 1] - mu);
+              s[mt][hh] = s[mt][hh] * fast_exp2(m[mt][hh] - mu) + sum;
+              m[mt][hh] = mn;
+            }
         },
         [](int) {});
-    float2* pw = a.part + static_cast<int64_t>(h) * a.rows_p * a.s1 + split;
+    // A row's keys are spread over a quad of lanes: merge the quad, its first lane stores.
 #pragma unroll
     for (int mt = 0; mt < kMT; ++mt)
 #pragma unroll
       for (int hh = 0; hh < 2; ++hh) {
-        float mm = m[mt][hh], ss = s[mt][hh];
-#pragma unroll
-        for (int o = 1; o <= 2; o <<= 1) {
-          const float mo = __shfl_xor_sync(0xffffffffu, mm, o);
-          const float so = __shfl_xor_sync(0xffffffffu, ss, o);
-          lse_merge(mm, ss, mo, so);
-        }
+        lse_merge_lanes<4>(m[mt][hh], s[mt][hh]);
         if ((lane & 3) == 0 && rw.ok[mt][hh]) {
-          const int row = c0 + warp * 32 + mt * 16 + hh * 8 + (lane >> 2);
-          pw[static_cast<int64_t>(row) * a.s1] = make_float2(mm, ss);
+          store_partial(a, h, split, lane_row(c0, mt, hh), m[mt][hh], s[mt][hh]);
         }
       }
   }
@@ -278,12 +291,12 @@ struct TcEngine {
   static __device__ void pass2(const Args& a, Sh& sh, int b, int hkv, int h, int L, int key_lo,
                                int ntiles, int limit) {
     const int lane = static_cast<int>(threadIdx.x) & 31, warp = static_cast<int>(threadIdx.x) >> 5;
-    const bool per_head = !Op::kAccumulate && a.per_head != 0;
+    const bool per_head = folds_per_head<Op>(a);
     const int nslots = per_head ? kWarps * kMT : kWarps;
     const int rps = per_head ? 16 : kMT * 16;
     // Column of the tile this lane's reduce_scatter8 result belongs to (see qk_group).
     const int col = ((lane >> 3) << 3) + ((lane & 3) << 1) + ((lane >> 2) & 1);
-    const uint16_t* kb = k_head(a, b, hkv);
+    const uint16_t* kb = k_head<uint16_t>(a, b, hkv);
     for (int c = 0; c < a.chunks; ++c) {
       const int c0 = c * kRC;
       uint32_t qa[kMT][kKS][4];
@@ -294,61 +307,39 @@ struct TcEngine {
 #pragma unroll
       for (int mt = 0; mt < kMT; ++mt)
 #pragma unroll
-        for (int hh = 0; hh < 2; ++hh) {
-          float l2 = 0.f;
-          if (rw.ok[mt][hh]) {
-            const int i = c0 + warp * 32 + mt * 16 + hh * 8 + (lane >> 2);
-            if (a.lse_in != nullptr) {
-              const int64_t hq = static_cast<int64_t>(b) * a.Hq + hkv * a.G + i / a.period;
-              l2 = __ldg(a.lse_in + hq * a.T + rw.rq[mt][hh]) * kLog2e;
-            } else {
-              l2 = __ldcg(a.lse2 + static_cast<int64_t>(h) * a.rows_p + i);
-            }
-          }
-          off[mt][hh] = -l2;
-        }
-      const bool active = c0 + warp * 32 < a.rows_p;
-      const int min_pos = chunk_min_pos(a, c0, kRC, L);
-      stream_tiles(
-          a, sh.buf.bytes, kb, key_lo, ntiles, L,
-          [&](int t, uint32_t st) {
-            const int tile0 = key_lo + t * kTN;
-            const bool mask = tile0 + kTN - 1 > min_pos;
-            if (!active) return;
-#pragma unroll 1
-            for (int ng = 0; ng < kTN / 32; ++ng) {
-              float x[kMT][4][4];
-              qk_group(x, qa, st, ng);
-              logits<Op>(a, x, tile0 + ng * 32, off, rw, mask);
+        for (int hh = 0; hh < 2; ++hh)
+          off[mt][hh] = -row_lse2(a, b, hkv, h, lane_row(c0, mt, hh), rw.rq[mt][hh], rw.ok[mt][hh]);
+      stream_logits<Op>(
+          a, sh, kb, c0, L, key_lo, ntiles, qa, off, rw,
+          [&](float (&x)[kMT][4][4], int ng) {
 #pragma unroll
-              for (int mt = 0; mt < kMT; ++mt)
+            for (int mt = 0; mt < kMT; ++mt)
 #pragma unroll
-                for (int nt = 0; nt < 4; ++nt)
+              for (int nt = 0; nt < 4; ++nt)
 #pragma unroll
-                  for (int e = 0; e < 4; ++e) x[mt][nt][e] = fast_exp2(x[mt][nt][e]);
-              if (per_head) {
+                for (int e = 0; e < 4; ++e) x[mt][nt][e] = fast_exp2(x[mt][nt][e]);
+            if (per_head) {
 #pragma unroll
-                for (int mt = 0; mt < kMT; ++mt) {
-                  float v[8];
-#pragma unroll
-                  for (int nt = 0; nt < 4; ++nt)
-#pragma unroll
-                    for (int j = 0; j < 2; ++j) v[nt * 2 + j] = x[mt][nt][j] + x[mt][nt][j + 2];
-                  sh.red[(warp * kMT + mt) * kTN + ng * 32 + col] = reduce_scatter8(v, lane);
-                }
-              } else {
+              for (int mt = 0; mt < kMT; ++mt) {
                 float v[8];
 #pragma unroll
                 for (int nt = 0; nt < 4; ++nt)
 #pragma unroll
-                  for (int j = 0; j < 2; ++j) {
-                    float acc = 0.f;
-#pragma unroll
-                    for (int mt = 0; mt < kMT; ++mt) acc += x[mt][nt][j] + x[mt][nt][j + 2];
-                    v[nt * 2 + j] = acc;
-                  }
-                sh.red[warp * kTN + ng * 32 + col] = reduce_scatter8(v, lane);
+                  for (int j = 0; j < 2; ++j) v[nt * 2 + j] = x[mt][nt][j] + x[mt][nt][j + 2];
+                sh.red[(warp * kMT + mt) * kTN + ng * 32 + col] = reduce_scatter8(v, lane);
               }
+            } else {
+              float v[8];
+#pragma unroll
+              for (int nt = 0; nt < 4; ++nt)
+#pragma unroll
+                for (int j = 0; j < 2; ++j) {
+                  float acc = 0.f;
+#pragma unroll
+                  for (int mt = 0; mt < kMT; ++mt) acc += x[mt][nt][j] + x[mt][nt][j + 2];
+                  v[nt * 2 + j] = acc;
+                }
+              sh.red[warp * kTN + ng * 32 + col] = reduce_scatter8(v, lane);
             }
           },
           [&](int t) {
