@@ -345,6 +345,18 @@ __global__ void decode_split_kernel(DecodeArgs a) {
   }
 }
 
+// A row's per-split base-2 (max, sum) partials, merged in split order: the max over the splits,
+// and the sum of the splits' sums rescaled to it.
+struct MaxSum {
+  float m, s;
+};
+__device__ __forceinline__ MaxSum merge_splits(const float* pm, const float* ps, int n) {
+  MaxSum r{-INFINITY, 0.f};
+  for (int s = 0; s < n; ++s) r.m = fmaxf(r.m, pm[s]);
+  for (int s = 0; s < n; ++s) r.s += ps[s] * rescale(pm[s], r.m);
+  return r;
+}
+
 // One block per (pair, row): out and lse from the splits, in split order.
 template <typename T>
 __global__ void decode_merge_kernel(DecodeArgs a) {
@@ -354,11 +366,8 @@ __global__ void decode_merge_kernel(DecodeArgs a) {
   const int b = static_cast<int>(pair / a.Hkv), h = static_cast<int>(pair % a.Hkv);
   const int hq = h * a.G + r / a.T, t = r % a.T;
   const float* pm = a.part_m + pr * a.S;
-  const float* ps = a.part_s + pr * a.S;
-  float M = -INFINITY;
-  for (int s = 0; s < a.S; ++s) M = fmaxf(M, pm[s]);
-  float S = 0.f;
-  for (int s = 0; s < a.S; ++s) S += ps[s] * rescale(pm[s], M);
+  const MaxSum ms = merge_splits(pm, a.part_s + pr * a.S, a.S);
+  const float M = ms.m, S = ms.s;
   T* out = static_cast<T*>(a.out) + b * a.o_sB + hq * a.o_sH + t * a.o_sS;
   for (int d = threadIdx.x; d < a.D; d += blockDim.x) {
     float o = 0.f;
@@ -371,13 +380,8 @@ __global__ void decode_merge_kernel(DecodeArgs a) {
   if (threadIdx.x == 0) {
     if (a.lse != nullptr) a.lse[(static_cast<int64_t>(b) * a.Hq + hq) * a.T + t] = M == -INFINITY ? -INFINITY : (M + log2f(S)) * kLn2;
     if (a.accumulate) {
-      const float* qm = a.mass_m + pr * a.S;
-      const float* qs = a.mass_s + pr * a.S;
-      float M2 = -INFINITY;
-      for (int s = 0; s < a.S; ++s) M2 = fmaxf(M2, qm[s]);
-      float S2 = 0.f;
-      for (int s = 0; s < a.S; ++s) S2 += qs[s] * rescale(qm[s], M2);
-      a.lse2[pr] = M2 == -INFINITY ? -INFINITY : M2 + log2f(S2);
+      const MaxSum mass = merge_splits(a.mass_m + pr * a.S, a.mass_s + pr * a.S, a.S);
+      a.lse2[pr] = mass.m == -INFINITY ? -INFINITY : mass.m + log2f(mass.s);
     }
   }
 }
