@@ -139,9 +139,15 @@ RowGrid row_grid(int64_t B, int64_t H, int64_t T, int64_t row_bytes, int width) 
   return g;
 }
 
-// Launches row_kernel at the vector width every row start allows.
+// The launch both row launchers share: B x H heads of up to `rows` rows of p.row_bytes, moved at
+// `width` (the widest vector every row start allows). Negative sizes are invalid, an empty copy
+// launches nothing, and only then is a missing pointer (pointers_ok false) an error.
 template <class Params>
-cudaError_t launch_rows(const Params& p, const RowGrid& g, int width, cudaStream_t stream) {
+cudaError_t launch_rows(const Params& p, int64_t rows, bool pointers_ok, int width, cudaStream_t stream) {
+  if (p.B < 0 || p.H < 0 || rows < 0 || p.row_bytes < 0) return cudaErrorInvalidValue;
+  if (p.B == 0 || p.H == 0 || rows == 0 || p.row_bytes == 0) return cudaSuccess;
+  if (!pointers_ok || p.row_bytes / width > INT32_MAX) return cudaErrorInvalidValue;
+  const RowGrid g = row_grid(p.B, p.H, rows, p.row_bytes, width);
   const dim3 grid = row_kernel_grid(g.T, g.BH, g.lanes_log2);
   return with_vector_width(width, [&](auto v) {
     return launch(row_kernel<decltype(v)::value, Params>, grid, dim3(kRowThreads), 0, stream, p, g);
@@ -151,27 +157,19 @@ cudaError_t launch_rows(const Params& p, const RowGrid& g, int width, cudaStream
 }  // namespace
 
 cudaError_t row_copy(const RowCopyParams& p, cudaStream_t stream) {
-  if (p.B < 0 || p.H < 0 || p.T < 0 || p.row_bytes < 0) return cudaErrorInvalidValue;
-  if (p.B == 0 || p.H == 0 || p.T == 0 || p.row_bytes == 0) return cudaSuccess;
-  if (p.dst.data == nullptr) return cudaErrorInvalidValue;
+  // Without a source the rows are zeroed, and only the destination's alignment counts.
   const int width = p.src.data == nullptr
                         ? vector_width({address_of(p.dst.data), p.dst.sB, p.dst.sH, p.dst.sS, p.row_bytes})
                         : vector_width({address_of(p.src.data), p.src.sB, p.src.sH, p.src.sS, address_of(p.dst.data),
                                         p.dst.sB, p.dst.sH, p.dst.sS, p.row_bytes});
-  if (p.row_bytes / width > INT32_MAX) return cudaErrorInvalidValue;
-  const RowGrid g = row_grid(p.B, p.H, p.T, p.row_bytes, width);
-  return launch_rows(p, g, width, stream);
+  return launch_rows(p, p.T, p.dst.data != nullptr, width, stream);
 }
 
 cudaError_t retain_gather(const RetainGatherParams& p, cudaStream_t stream) {
-  if (p.B < 0 || p.H < 0 || p.C < 0 || p.row_bytes < 0) return cudaErrorInvalidValue;
-  if (p.B == 0 || p.H == 0 || p.C == 0 || p.row_bytes == 0) return cudaSuccess;
-  if (p.src.data == nullptr || p.out.data == nullptr || p.keep == nullptr) return cudaErrorInvalidValue;
   const int width = vector_width({address_of(p.src.data), p.src.sB, p.src.sH, p.src.sS, address_of(p.out.data),
                                   p.out.sB, p.out.sH, p.out.sS, p.row_bytes});
-  if (p.row_bytes / width > INT32_MAX) return cudaErrorInvalidValue;
-  const RowGrid g = row_grid(p.B, p.H, p.C, p.row_bytes, width);
-  return launch_rows(p, g, width, stream);
+  const bool pointers_ok = p.src.data != nullptr && p.out.data != nullptr && p.keep != nullptr;
+  return launch_rows(p, p.C, pointers_ok, width, stream);
 }
 
 cudaError_t append_positions(const AppendPositionsParams& p, cudaStream_t stream) {
