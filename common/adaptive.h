@@ -21,7 +21,7 @@
 #pragma once
 #include <cstdint>
 
-#include "philox.h"  // KVSIFT_HD
+#include "host_device.h"
 #include "ragged.h"
 
 namespace kvsift {

@@ -6,11 +6,7 @@
 #include <cmath>
 #include <cstdint>
 
-#if defined(__CUDACC__)
-#define KVSIFT_HD __host__ __device__ __forceinline__
-#else
-#define KVSIFT_HD inline
-#endif
+#include "host_device.h"
 
 namespace kvsift {
 

@@ -11,10 +11,11 @@
 // so every backend clamps what it reads (regions to [0, rows], lens to the region): a broken
 // indptr gives wrong results, never an out-of-bounds access.
 #pragma once
+#include <cmath>
 #include <cstdint>
 
+#include "host_device.h"
 #include "params.h"
-#include "philox.h"  // KVSIFT_HD
 
 namespace kvsift {
 
@@ -112,6 +113,37 @@ struct RaggedLayerScoresParams {
   float scale;
   float* out;  // [B, n]
 };
+
+// The live row of head range r that holds original position pos, or -1: a head's live rows
+// hold ascending positions (binary search for the first one >= pos); without positions, row i
+// holds position i.
+KVSIFT_HD int64_t row_of_position(const int32_t* positions, const HeadRange& r, int64_t pos) {
+  if (positions == nullptr) return pos < r.len ? pos : -1;
+  int64_t lo = 0, hi = r.len;
+  while (lo < hi) {
+    const int64_t mid = (lo + hi) / 2;
+    if (positions[r.start + mid] < pos) lo = mid + 1;
+    else hi = mid;
+  }
+  return lo < r.len && positions[r.start + lo] == pos ? lo : -1;
+}
+
+// out[b * n + pos] of ragged_layer_scores: scale times the sum, over the heads of batch row b in
+// head order, of per_head at the row holding pos; -inf when no head holds it. Both backends
+// compute each output with this one function, so their sums agree bit for bit.
+KVSIFT_HD float ragged_layer_score(const RaggedLayerScoresParams& p, int64_t b, int64_t pos) {
+  float acc = 0.0f;
+  bool held = false;
+  for (int64_t h = 0; h < p.heads.H; ++h) {
+    const HeadRange r = head_range(p.heads, b * p.heads.H + h);
+    const int64_t at = row_of_position(p.positions, r, pos);
+    if (at >= 0) {
+      acc += p.per_head[r.start + at];
+      held = true;
+    }
+  }
+  return held ? p.scale * acc : -INFINITY;
+}
 
 // Zeroes the entries of x [rows] outside every head's live rows (the append room).
 struct RaggedZeroGapsParams {

@@ -13,6 +13,7 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "../common/philox.h"
 #include "ragged.h"
 
 namespace kvsift::cuda {
@@ -204,31 +205,8 @@ __global__ void __launch_bounds__(kThreads) colsum_kernel(RaggedAccumulateParams
 
 __global__ void __launch_bounds__(kThreads) layer_scores_kernel(RaggedLayerScoresParams p) {
   const int64_t idx = static_cast<int64_t>(blockIdx.x) * kThreads + threadIdx.x;
-  const int64_t B = p.heads.B, H = p.heads.H, n = p.n;
-  if (idx >= B * n) return;
-  const int64_t b = idx / n, pos = idx % n;
-  float acc = 0.0f;
-  bool held = false;
-  for (int64_t h = 0; h < H; ++h) {
-    const HeadRange r = head_range(p.heads, b * H + h);
-    int64_t at = -1;
-    if (p.positions == nullptr) {
-      at = pos < r.len ? pos : -1;
-    } else {
-      int64_t lo = 0, hi = r.len;  // first live row whose position is >= pos
-      while (lo < hi) {
-        const int64_t mid = (lo + hi) / 2;
-        if (p.positions[r.start + mid] < pos) lo = mid + 1;
-        else hi = mid;
-      }
-      if (lo < r.len && p.positions[r.start + lo] == pos) at = lo;
-    }
-    if (at >= 0) {
-      acc += p.per_head[r.start + at];
-      held = true;
-    }
-  }
-  p.out[idx] = held ? p.scale * acc : -INFINITY;
+  if (idx >= p.heads.B * static_cast<int64_t>(p.n)) return;
+  p.out[idx] = ragged_layer_score(p, idx / p.n, idx % p.n);
 }
 
 __global__ void __launch_bounds__(kThreads) zero_gaps_kernel(RaggedZeroGapsParams p) {

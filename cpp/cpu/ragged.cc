@@ -9,6 +9,7 @@
 #include <limits>
 #include <vector>
 
+#include "../../common/philox.h"
 #include "../../common/ragged.h"
 #include "half.h"
 #include "parallel.h"
@@ -155,30 +156,10 @@ void ragged_accumulate(const RaggedAccumulateParams& p) {
 }
 
 void ragged_layer_scores(const RaggedLayerScoresParams& p) {
-  const int64_t B = p.heads.B, H = p.heads.H, n = p.n;
+  const int64_t B = p.heads.B, n = p.n;
   if (B <= 0 || n <= 0) return;
   parallel_for(B * n, 4096, [&](int64_t i0, int64_t i1) {
-    for (int64_t idx = i0; idx < i1; ++idx) {
-      const int64_t b = idx / n, pos = idx % n;
-      float acc = 0.0f;
-      bool held = false;
-      for (int64_t h = 0; h < H; ++h) {
-        const HeadRange r = head_range(p.heads, b * H + h);
-        int64_t at = -1;
-        if (p.positions == nullptr) {
-          at = pos < r.len ? pos : -1;
-        } else {
-          const int32_t* first = p.positions + r.start;
-          const int32_t* it = std::lower_bound(first, first + r.len, static_cast<int32_t>(pos));
-          if (it != first + r.len && *it == pos) at = it - first;
-        }
-        if (at >= 0) {
-          acc += p.per_head[r.start + at];
-          held = true;
-        }
-      }
-      p.out[idx] = held ? p.scale * acc : -std::numeric_limits<float>::infinity();
-    }
+    for (int64_t idx = i0; idx < i1; ++idx) p.out[idx] = ragged_layer_score(p, idx / n, idx % n);
   });
 }
 
