@@ -287,6 +287,28 @@ thread_local cudaError_t tls_last_error = cudaSuccess;
 thread_local int tls_device = 0;
 std::mutex g_handles_mutex;
 std::set<const void*> g_streams, g_events;
+
+// Streams and events are opaque tags: the emulator runs all work at once, so a handle carries
+// nothing but its identity. Each kind is a set of live tags, so a destroyed or foreign handle is
+// cudaErrorInvalidResourceHandle, as on a GPU.
+void* new_handle(std::set<const void*>& live) {
+  auto* tag = new char[16];
+  std::lock_guard<std::mutex> lock(g_handles_mutex);
+  live.insert(tag);
+  return tag;
+}
+bool delete_handle(std::set<const void*>& live, const void* handle) {
+  std::lock_guard<std::mutex> lock(g_handles_mutex);
+  auto it = live.find(handle);
+  if (it == live.end()) return false;
+  live.erase(it);
+  delete[] static_cast<const char*>(handle);
+  return true;
+}
+bool handle_is_live(const std::set<const void*>& live, const void* handle) {
+  std::lock_guard<std::mutex> lock(g_handles_mutex);
+  return live.count(handle) != 0;
+}
 int g_pool_tag;
 
 struct NameText {
@@ -358,8 +380,7 @@ void set_last_error(cudaError_t code) { tls_last_error = code; }
 bool stream_is_valid(cudaStream_t s) {
   const uintptr_t v = reinterpret_cast<uintptr_t>(s);
   if (v == 0 || v == 1 || v == 2) return true;  // legacy, per-thread default streams
-  std::lock_guard<std::mutex> lock(g_handles_mutex);
-  return g_streams.count(s) != 0;
+  return handle_is_live(g_streams, s);
 }
 }  // namespace kvsift_emu
 
@@ -518,19 +539,11 @@ cudaError_t cudaMemsetAsync(void* ptr, int value, size_t bytes, cudaStream_t str
 cudaError_t cudaStreamCreate(cudaStream_t* stream) { return cudaStreamCreateWithFlags(stream, cudaStreamDefault); }
 cudaError_t cudaStreamCreateWithFlags(cudaStream_t* stream, unsigned int) {
   if (stream == nullptr) return ret(cudaErrorInvalidValue);
-  auto* tag = new char[16];
-  std::lock_guard<std::mutex> lock(g_handles_mutex);
-  g_streams.insert(tag);
-  *stream = reinterpret_cast<cudaStream_t>(tag);
+  *stream = static_cast<cudaStream_t>(new_handle(g_streams));
   return cudaSuccess;
 }
 cudaError_t cudaStreamDestroy(cudaStream_t stream) {
-  std::lock_guard<std::mutex> lock(g_handles_mutex);
-  auto it = g_streams.find(stream);
-  if (it == g_streams.end()) return ret(cudaErrorInvalidResourceHandle);
-  g_streams.erase(it);
-  delete[] reinterpret_cast<char*>(stream);
-  return cudaSuccess;
+  return delete_handle(g_streams, stream) ? cudaSuccess : ret(cudaErrorInvalidResourceHandle);
 }
 cudaError_t cudaStreamSynchronize(cudaStream_t stream) {
   return stream_is_valid(stream) ? cudaSuccess : ret(cudaErrorInvalidResourceHandle);
@@ -538,10 +551,7 @@ cudaError_t cudaStreamSynchronize(cudaStream_t stream) {
 cudaError_t cudaStreamQuery(cudaStream_t stream) { return cudaStreamSynchronize(stream); }
 
 namespace {
-bool event_is_valid(cudaEvent_t e) {
-  std::lock_guard<std::mutex> lock(g_handles_mutex);
-  return g_events.count(e) != 0;
-}
+bool event_is_valid(cudaEvent_t e) { return handle_is_live(g_events, e); }
 }  // namespace
 
 cudaError_t cudaStreamWaitEvent(cudaStream_t stream, cudaEvent_t event, unsigned int) {
@@ -551,19 +561,11 @@ cudaError_t cudaStreamWaitEvent(cudaStream_t stream, cudaEvent_t event, unsigned
 cudaError_t cudaEventCreate(cudaEvent_t* event) { return cudaEventCreateWithFlags(event, cudaEventDefault); }
 cudaError_t cudaEventCreateWithFlags(cudaEvent_t* event, unsigned int) {
   if (event == nullptr) return ret(cudaErrorInvalidValue);
-  auto* tag = new char[16];
-  std::lock_guard<std::mutex> lock(g_handles_mutex);
-  g_events.insert(tag);
-  *event = reinterpret_cast<cudaEvent_t>(tag);
+  *event = static_cast<cudaEvent_t>(new_handle(g_events));
   return cudaSuccess;
 }
 cudaError_t cudaEventDestroy(cudaEvent_t event) {
-  std::lock_guard<std::mutex> lock(g_handles_mutex);
-  auto it = g_events.find(event);
-  if (it == g_events.end()) return ret(cudaErrorInvalidResourceHandle);
-  g_events.erase(it);
-  delete[] reinterpret_cast<char*>(event);
-  return cudaSuccess;
+  return delete_handle(g_events, event) ? cudaSuccess : ret(cudaErrorInvalidResourceHandle);
 }
 cudaError_t cudaEventRecord(cudaEvent_t event, cudaStream_t stream) {
   if (!stream_is_valid(stream) || !event_is_valid(event)) return ret(cudaErrorInvalidResourceHandle);
