@@ -287,28 +287,6 @@ thread_local cudaError_t tls_last_error = cudaSuccess;
 thread_local int tls_device = 0;
 std::mutex g_handles_mutex;
 std::set<const void*> g_streams, g_events;
-
-// Streams and events are opaque tags: the emulator runs all work at once, so a handle carries
-// nothing but its identity. Each kind is a set of live tags, so a destroyed or foreign handle is
-// cudaErrorInvalidResourceHandle, as on a GPU.
-void* new_handle(std::set<const void*>& live) {
-  auto* tag = new char[16];
-  std::lock_guard<std::mutex> lock(g_handles_mutex);
-  live.insert(tag);
-  return tag;
-}
-bool delete_handle(std::set<const void*>& live, const void* handle) {
-  std::lock_guard<std::mutex> lock(g_handles_mutex);
-  auto it = live.find(handle);
-  if (it == live.end()) return false;
-  live.erase(it);
-  delete[] static_cast<const char*>(handle);
-  return true;
-}
-bool handle_is_live(const std::set<const void*>& live, const void* handle) {
-  std::lock_guard<std::mutex> lock(g_handles_mutex);
-  return live.count(handle) != 0;
-}
 int g_pool_tag;
 
 struct NameText {
@@ -348,6 +326,31 @@ const NameText* find_error(cudaError_t e) {
 cudaError_t ret(cudaError_t e) {
   if (e != cudaSuccess) tls_last_error = e;
   return e;
+}
+
+// Streams and events are opaque tags: the emulator runs all work at once, so a handle carries
+// nothing but its identity. Each kind is a set of live tags, so a destroyed or foreign handle is
+// cudaErrorInvalidResourceHandle, as on a GPU.
+template <typename Handle>
+cudaError_t create_handle(std::set<const void*>& live, Handle* handle) {
+  if (handle == nullptr) return ret(cudaErrorInvalidValue);
+  auto* tag = new char[16];
+  std::lock_guard<std::mutex> lock(g_handles_mutex);
+  live.insert(tag);
+  *handle = reinterpret_cast<Handle>(tag);
+  return cudaSuccess;
+}
+cudaError_t destroy_handle(std::set<const void*>& live, const void* handle) {
+  std::lock_guard<std::mutex> lock(g_handles_mutex);
+  auto it = live.find(handle);
+  if (it == live.end()) return ret(cudaErrorInvalidResourceHandle);
+  live.erase(it);
+  delete[] static_cast<const char*>(handle);
+  return cudaSuccess;
+}
+bool handle_is_live(const std::set<const void*>& live, const void* handle) {
+  std::lock_guard<std::mutex> lock(g_handles_mutex);
+  return live.count(handle) != 0;
 }
 
 // The emulated device is device 0, hidden by CUDA_VISIBLE_DEVICES as a GPU would be: visible
@@ -537,14 +540,8 @@ cudaError_t cudaMemsetAsync(void* ptr, int value, size_t bytes, cudaStream_t str
 }
 
 cudaError_t cudaStreamCreate(cudaStream_t* stream) { return cudaStreamCreateWithFlags(stream, cudaStreamDefault); }
-cudaError_t cudaStreamCreateWithFlags(cudaStream_t* stream, unsigned int) {
-  if (stream == nullptr) return ret(cudaErrorInvalidValue);
-  *stream = static_cast<cudaStream_t>(new_handle(g_streams));
-  return cudaSuccess;
-}
-cudaError_t cudaStreamDestroy(cudaStream_t stream) {
-  return delete_handle(g_streams, stream) ? cudaSuccess : ret(cudaErrorInvalidResourceHandle);
-}
+cudaError_t cudaStreamCreateWithFlags(cudaStream_t* stream, unsigned int) { return create_handle(g_streams, stream); }
+cudaError_t cudaStreamDestroy(cudaStream_t stream) { return destroy_handle(g_streams, stream); }
 cudaError_t cudaStreamSynchronize(cudaStream_t stream) {
   return stream_is_valid(stream) ? cudaSuccess : ret(cudaErrorInvalidResourceHandle);
 }
@@ -559,14 +556,8 @@ cudaError_t cudaStreamWaitEvent(cudaStream_t stream, cudaEvent_t event, unsigned
   return cudaSuccess;
 }
 cudaError_t cudaEventCreate(cudaEvent_t* event) { return cudaEventCreateWithFlags(event, cudaEventDefault); }
-cudaError_t cudaEventCreateWithFlags(cudaEvent_t* event, unsigned int) {
-  if (event == nullptr) return ret(cudaErrorInvalidValue);
-  *event = static_cast<cudaEvent_t>(new_handle(g_events));
-  return cudaSuccess;
-}
-cudaError_t cudaEventDestroy(cudaEvent_t event) {
-  return delete_handle(g_events, event) ? cudaSuccess : ret(cudaErrorInvalidResourceHandle);
-}
+cudaError_t cudaEventCreateWithFlags(cudaEvent_t* event, unsigned int) { return create_handle(g_events, event); }
+cudaError_t cudaEventDestroy(cudaEvent_t event) { return destroy_handle(g_events, event); }
 cudaError_t cudaEventRecord(cudaEvent_t event, cudaStream_t stream) {
   if (!stream_is_valid(stream) || !event_is_valid(event)) return ret(cudaErrorInvalidResourceHandle);
   return cudaSuccess;
