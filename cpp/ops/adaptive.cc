@@ -9,6 +9,30 @@
 namespace kvsift::ops {
 namespace {
 
+// The heads of the scores: a dense [B, H, N] tensor, or [rows] in the ragged layout given as
+// options.ragged (no buffers for a dense input). Sets p.heads (B and H either way) and p.N (0
+// for a ragged input, whose heads carry their own live lengths).
+struct ScoreHeads {
+  RaggedArgs ragged;
+  int64_t B, H;
+};
+ScoreHeads GetScoreHeads(const Call& c, const TensorArg& s, AdaptiveSelectParams& p) {
+  Napi::Value rv = c.option("ragged");
+  if (!rv.IsUndefined() && !rv.IsNull()) {
+    if (s.rank() != 1) c.invalid("scores", "an f32 tensor [rows] for a ragged input", ShapeText(s.shape));
+    RaggedArgs ragged = GetRagged(c, rv, s.numel);
+    p.heads = ragged.heads;
+    p.N = 0;
+    return {ragged, p.heads.B, p.heads.H};
+  }
+  if (s.rank() != 3) c.invalid("scores", "an f32 tensor [B, H, N]", ShapeText(s.shape));
+  p.N = s.dim(2);
+  if (s.dim(0) * s.dim(1) * p.N >= (int64_t{1} << 31)) c.invalid("scores", "fewer than 2^31 entries", ShapeText(s.shape));
+  p.heads.B = static_cast<int32_t>(s.dim(0));
+  p.heads.H = static_cast<int32_t>(s.dim(1));
+  return {RaggedArgs{}, s.dim(0), s.dim(1)};
+}
+
 // adaptiveSelect(scores, positions, indptr, { budget, minPerHead, window, lengths?,
 //                ragged?: { batch, heads, indptr, lens? } }, stream?)
 // scores: f32 [B, H, N] (dense) or f32 [rows] with options.ragged. positions: i32 [B * budget];
@@ -17,33 +41,14 @@ Napi::Value AdaptiveSelect(const Napi::CallbackInfo& info) {
   Call c(info, "adaptive.select", 3);
   auto [s, pos, ind] = c.tensors({{0, "scores", kAnyRank, {DType::F32}}, {1, "positions", 1, {DType::I32}}, {2, "indptr", 1, {DType::I32}}});
   AdaptiveSelectParams p{};
-  RaggedArgs ragged;
-  Napi::Value rv = c.option("ragged");
-  const bool is_ragged = !rv.IsUndefined() && !rv.IsNull();
-  int64_t B, H;
-  if (is_ragged) {
-    if (s.rank() != 1) c.invalid("scores", "an f32 tensor [rows] for a ragged input", ShapeText(s.shape));
-    ragged = GetRagged(c, rv, s.numel);
-    p.heads = ragged.heads;
-    B = p.heads.B;
-    H = p.heads.H;
-    p.N = 0;
-  } else {
-    if (s.rank() != 3) c.invalid("scores", "an f32 tensor [B, H, N]", ShapeText(s.shape));
-    B = s.dim(0);
-    H = s.dim(1);
-    p.N = s.dim(2);
-    if (B * H * p.N >= (int64_t{1} << 31)) c.invalid("scores", "fewer than 2^31 entries", ShapeText(s.shape));
-    p.heads.B = static_cast<int32_t>(B);
-    p.heads.H = static_cast<int32_t>(H);
-  }
+  auto [ragged, B, H] = GetScoreHeads(c, s, p);
+  const bool is_ragged = ragged.indptr.buffer != nullptr;
   const int64_t budget = c.integer("budget", 1, INT32_MAX);
   const int64_t mph = c.integer("minPerHead", 0, INT32_MAX);
   const int64_t window = c.integer("window", 0, INT32_MAX);
   if (B * budget >= (int64_t{1} << 31)) c.invalid("budget", "B * budget below 2^31", std::to_string(budget));
   c.expect_shape(pos, "positions", {B * budget});
   c.expect_shape(ind, "indptr", {B * H + 1});
-  // A ragged input's heads carry their own live lengths (the layout's lens).
   Lengths lens(c.env, c.op, is_ragged ? c.env.Undefined() : c.option("lengths"), "lengths", B, 0, p.N, c.device, c.stream);
   p.scores = static_cast<const float*>(s.data);
   p.lengths = lens.ptr();

@@ -347,9 +347,13 @@ inline AttentionScoreArgs GetAttentionScoreArgs(Call& c, const char* scores_name
 }
 
 // Keys [B, Hkv, N, D] (decode's, Quest's) whose token and (batch, head) indices the kernels
-// take in int32.
-inline void CheckKeysFitInt32(const Call& c, const TensorArg& k, const Dims& kd) {
+// take in int32: checked, then narrowed.
+struct KeyDims32 {
+  int32_t B, H, N, D;
+};
+inline KeyDims32 KeysInt32(const Call& c, const TensorArg& k, const Dims& kd) {
   if (kd.S > INT32_MAX || kd.B * kd.H > INT32_MAX) c.invalid("keys.shape", "N and B*Hkv below 2^31", ShapeText(k.shape));
+  return {static_cast<int32_t>(kd.B), static_cast<int32_t>(kd.H), static_cast<int32_t>(kd.S), static_cast<int32_t>(kd.D)};
 }
 
 // The fields the attention ops' params share (SnapkvScoresParams, AccumulateParams, DecodeParams),

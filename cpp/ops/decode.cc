@@ -10,6 +10,11 @@
 namespace kvsift::ops {
 namespace {
 
+// Keys, values and the output share q's dtype (one kernel instantiation per dtype).
+void ExpectDtypeOfQ(const Call& c, const TensorArg& q, const TensorArg& t, const char* name) {
+  if (t.dtype != q.dtype) c.invalid(std::string(name) + ".dtype", std::string("q's dtype ") + dtype_name(q.dtype), dtype_name(t.dtype));
+}
+
 // decodeAttention(q, keys, values, out, { layout, scale, seqLens?, lse?, selection, sel?, indptr?,
 //   blockSize?, scores?, tau?, noise?, seed?, step? }, stream?)
 //   selection 0 dense, 1 positions [B, Hkv, k], 2 ragged (sel [total] + indptr [B*Hkv + 1]),
@@ -20,9 +25,9 @@ Napi::Value DecodeAttention(const Napi::CallbackInfo& info) {
   if (selection != 0) c.serve_as("decode.sparseAttention");
   int layout = c.layout();
   auto [q, k, v, out] = c.tensors({{0, "q", 4, kFloatTypes}, {1, "keys", 4, kFloatTypes}, {2, "values", 4, kFloatTypes}, {3, "out", 4, kFloatTypes}});
-  if (k.dtype != q.dtype) c.invalid("keys.dtype", std::string("q's dtype ") + dtype_name(q.dtype), dtype_name(k.dtype));
-  if (v.dtype != q.dtype) c.invalid("values.dtype", std::string("q's dtype ") + dtype_name(q.dtype), dtype_name(v.dtype));
-  if (out.dtype != q.dtype) c.invalid("out.dtype", std::string("q's dtype ") + dtype_name(q.dtype), dtype_name(out.dtype));
+  ExpectDtypeOfQ(c, q, k, "keys");
+  ExpectDtypeOfQ(c, q, v, "values");
+  ExpectDtypeOfQ(c, q, out, "out");
   Dims qd = DimsOf(q, layout), kd = DimsOf(k, layout);
   c.expect_shape(v, "values", k.shape);
   c.expect_shape(out, "out", q.shape);
@@ -32,7 +37,7 @@ Napi::Value DecodeAttention(const Napi::CallbackInfo& info) {
   if (kd.D > kDecodeMaxD) {
     Throw(c.env, code::kUnsupported, c.op + ": head dim " + std::to_string(kd.D) + " is not supported (at most " + std::to_string(kDecodeMaxD) + ")");
   }
-  CheckKeysFitInt32(c, k, kd);
+  KeysInt32(c, k, kd);  // the check; SetQueryKeys narrows them below
   double scale = c.number("scale");
   if (!std::isfinite(scale)) c.invalid("scale", "a finite number", std::to_string(scale));
   if (!std::isfinite(static_cast<float>(scale))) c.invalid("scale", "a number representable in f32", describe(c.option("scale")));

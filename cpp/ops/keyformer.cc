@@ -13,12 +13,12 @@ Napi::Value Accumulate(const Napi::CallbackInfo& info) {
   }
   c.expect_shape(s, "scores", {d.kd.B, d.kd.H, d.kd.S});
   AccumulateParams p{};
+  p.scores = static_cast<float*>(s.data);  // accumulated in place
   p.tau = F32Tau(c, c.number("tau"));
   SetNoise(c, p);
   Lengths lens = c.lengths("seqLens", d.kd.B, d.qd.S, d.kd.S);
   SetQueryKeys(p, q, k, layout, d, lens.ptr());
   p.T = static_cast<int32_t>(d.qd.S);
-  p.scores = static_cast<float*>(s.data);
   return c.run([&] { cpu::accumulate(p); }, [&] { return KVSIFT_CUDA_CALL(cuda::accumulate_workspace_bytes(p)); },
                [&](void* ws) { return KVSIFT_CUDA_CALL(cuda::accumulate(p, ws, c.stream)); }, {&q, &k, &s});
 }

@@ -17,7 +17,7 @@ Napi::Value QuestMetadata(const Napi::CallbackInfo& info) {
   int layout = c.layout();
   auto [k, mn, mx] = c.tensors({{0, "keys", 4, kFloatTypes}, {1, "min", 4, {DType::F32}}, {2, "max", 4, {DType::F32}}});
   Dims kd = DimsOf(k, layout);
-  CheckKeysFitInt32(c, k, kd);
+  const KeyDims32 n = KeysInt32(c, k, kd);
   const int64_t bs = c.integer("blockSize", 1, INT32_MAX);
   const int64_t nb = (kd.S + bs - 1) / bs;
   c.expect_shape(mn, "min", {kd.B, kd.H, nb, kd.D});
@@ -29,10 +29,10 @@ Napi::Value QuestMetadata(const Napi::CallbackInfo& info) {
   QuestMetaParams p{};
   p.k = ViewOf(k, layout);
   p.dtype = k.dtype;
-  p.B = static_cast<int32_t>(kd.B);
-  p.H = static_cast<int32_t>(kd.H);
-  p.N = static_cast<int32_t>(kd.S);
-  p.D = static_cast<int32_t>(kd.D);
+  p.B = n.B;
+  p.H = n.H;
+  p.N = n.N;
+  p.D = n.D;
   p.block_size = static_cast<int32_t>(bs);
   p.nblocks = static_cast<int32_t>(nb);
   p.seq_lens = lens.ptr();
