@@ -654,18 +654,9 @@ inline int64_t tile_keys(int64_t D) {
 // The context of P's tile passes: the shapes, Q's f32 copy qf and the register block of this CPU;
 // the partials and the store (part_m, part_s, store) are the caller's to set.
 inline ColsumCtx colsum_ctx(const ColsumProblem& P, int64_t Tk, int64_t ntiles, const float* qf) {
-  ColsumCtx X{};
-  X.P = &P;
-  X.G = P.Hq / P.Hkv;
-  X.R = X.G * P.T;
-  X.T = P.T;
-  X.D = P.D;
-  X.N = P.N;
-  X.Tk = Tk;
-  X.ntiles = ntiles;
-  X.qf = qf;
-  X.isa = detect_isa();
-  return X;
+  const int64_t G = P.Hq / P.Hkv;
+  // in ColsumCtx's field order: P, G, R, T, D, N, Tk, ntiles, pair0, qf, part_m, part_s, store, isa
+  return ColsumCtx{&P, G, G * P.T, P.T, P.D, P.N, Tk, ntiles, 0, qf, nullptr, nullptr, nullptr, detect_isa()};
 }
 
 // Q of the np pairs from X.pair0 as contiguous f32 rows into qf (what X.qf reads), r = g * T + t.
