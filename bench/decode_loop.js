@@ -52,6 +52,24 @@ async function runDecodeLoopBench(kv, o) {
   const stepV = kv.Tensor.from(rand(hkv * d).reverse(), { shape: [1, hkv, 1, d], dtype, device });
   const stepQ = kv.Tensor.from(rand(hq * d), { shape: [1, hq, 1, d], dtype, device });
   const sync = () => kv.synchronize(device);
+  /**
+   * One retain period of warm-up, then `periods` timed periods of `step`: the median-ready list of
+   * per-step milliseconds and the bytes that went device -> host per step (0 when the loop stays on
+   * the device).
+   */
+  const timeRetainPeriods = async (step, periods) => {
+    for (let s = 0; s < retainEvery; s++) step(s);
+    await sync();
+    const before = kv.transferStats(device).toHostBytes;
+    const perStepMs = [];
+    for (let rep = 0; rep < periods; rep++) {
+      const t0 = performance.now();
+      for (let s = 0; s < retainEvery; s++) step(s);
+      await sync();
+      perStepMs.push((performance.now() - t0) / retainEvery);
+    }
+    return { perStepMs, toHostBytesPerStep: (kv.transferStats(device).toHostBytes - before) / (periods * retainEvery) };
+  };
   try {
     for (const N of o.n) {
       const prompt = kv.Tensor.from(rand(hkv * N * d), { shape: [1, hkv, N, d], dtype, device });
@@ -69,17 +87,7 @@ async function runDecodeLoopBench(kv, o) {
           keep.dispose();
         }
       };
-      for (let s = 0; s < retainEvery; s++) deviceStep(s); // warm-up: one full retain period
-      await sync();
-      const t0h = kv.transferStats(device).toHostBytes;
-      const dev = [];
-      for (let rep = 0; rep < Math.max(1, Math.round(steps / retainEvery)); rep++) {
-        const t0 = performance.now();
-        for (let s = 0; s < retainEvery; s++) deviceStep(s);
-        await sync();
-        dev.push((performance.now() - t0) / retainEvery);
-      }
-      const devToHost = (kv.transferStats(device).toHostBytes - t0h) / (dev.length * retainEvery);
+      const { perStepMs: dev, toHostBytesPerStep: devToHost } = await timeRetainPeriods(deviceStep, Math.max(1, Math.round(steps / retainEvery)));
       cache.dispose();
       scores.dispose();
 
@@ -126,18 +134,7 @@ async function runDecodeLoopBench(kv, o) {
           hScores = s2;
         }
       };
-      for (let s = 0; s < retainEvery; s++) hostStep(s);
-      await sync();
-      const t1h = kv.transferStats(device).toHostBytes;
-      const host = [];
-      const hostReps = Math.max(1, Math.round(steps / retainEvery / 2));
-      for (let rep = 0; rep < hostReps; rep++) {
-        const t0 = performance.now();
-        for (let s = 0; s < retainEvery; s++) hostStep(s);
-        await sync();
-        host.push((performance.now() - t0) / retainEvery);
-      }
-      const hostToHost = (kv.transferStats(device).toHostBytes - t1h) / (host.length * retainEvery);
+      const { perStepMs: host, toHostBytesPerStep: hostToHost } = await timeRetainPeriods(hostStep, Math.max(1, Math.round(steps / retainEvery / 2)));
       keys.dispose();
       values.dispose();
       hScores.dispose();

@@ -32,6 +32,43 @@ export interface Dims4 {
   D: number;
 }
 
+/**
+ * Runs `body`; when it throws, disposes `owned` (outputs already made by the same call) and
+ * rethrows, so a failed op hands nothing half-made back and leaks nothing.
+ */
+export function disposeOnThrow<T>(owned: readonly { dispose(): void }[], body: () => T): T {
+  try {
+    return body();
+  } catch (e) {
+    for (const t of owned) t.dispose();
+    throw e;
+  }
+}
+
+/** The sizes of an attention problem: queries [B, Hq, T, D] against a cache [B, Hkv, N, D]. */
+export interface AttentionDims {
+  B: number;
+  Hq: number;
+  Hkv: number;
+  T: number;
+  N: number;
+  D: number;
+}
+
+/**
+ * The shape agreement every attention op needs between its queries [B, Hq, T, D] and keys
+ * [B, Hkv, N, D]: the same batch and head dim, D >= 1, and Hq a non-zero multiple of Hkv
+ * (grouped-query attention: query head h reads KV head h / (Hq / Hkv)). `queriesName` is the
+ * argument's name in the op's own signature, so the error names what the caller passed.
+ */
+export function checkQueriesMatchKeys(op: string, queriesName: string, qd: Dims4, kd: Dims4): void {
+  if (qd.B !== kd.B) throw invalidText(op, queriesName, `batch ${kd.B} (the keys')`, `${qd.B}`);
+  if (qd.D !== kd.D) throw invalidText(op, queriesName, `head dim ${kd.D} (the keys')`, `${qd.D}`);
+  if (qd.H === 0) throw invalidText(op, queriesName, 'at least one query head (Hq >= 1)', '0');
+  if (kd.H === 0 || qd.H % kd.H !== 0) throw invalidText(op, queriesName, `a head count that is a multiple of the keys' ${kd.H}`, `${qd.H}`);
+  if (kd.D === 0) throw invalidText(op, 'keys', 'a head dim D >= 1', '0');
+}
+
 export function layoutCode(op: string, layout: unknown): { layout: Layout; code: 0 | 1 } {
   const l = layout === undefined ? 'bhsd' : checkOneOf(op, 'options.layout', layout, LAYOUTS);
   return { layout: l, code: l === 'bhsd' ? 0 : 1 };

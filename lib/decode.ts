@@ -6,7 +6,7 @@
  * e.g. from {@link quest.select}).
  */
 import { native } from './native';
-import { check4d, checkLengths, layoutCode, opStream, sameDevice, shape4, withScope, type Layout, type LayoutOptions, type OpOptions } from './common';
+import { check4d, checkLengths, checkQueriesMatchKeys, layoutCode, opStream, sameDevice, shape4, withScope, type AttentionDims, type Layout, type LayoutOptions, type OpOptions } from './common';
 import { KvsiftError } from './errors';
 import { checkTensor, type Tensor } from './tensor';
 import { checkF32, checkInt, checkOneOf, checkOptions, invalid, invalidText, isArray } from './validate';
@@ -83,18 +83,12 @@ function checkU64(op: string, name: string, value: unknown): bigint | number {
   return checkInt(op, name, value, 0);
 }
 
-interface Common {
+interface Common extends AttentionDims {
   q: Tensor;
   k: Tensor;
   v: Tensor;
   layout: Layout;
   code: 0 | 1;
-  B: number;
-  Hq: number;
-  Hkv: number;
-  T: number;
-  N: number;
-  D: number;
   device: number;
   seqLens?: Int32Array;
   scale: number;
@@ -113,11 +107,7 @@ function checkCommon(op: string, queries: unknown, keys: unknown, values: unknow
   if (v.shape.length !== k.shape.length || v.shape.some((d, i) => d !== k.shape[i])) {
     throw invalidText(op, 'values', `the keys' shape [${k.shape.join(', ')}]`, `[${v.shape.join(', ')}]`);
   }
-  if (qd.B !== kd.B) throw invalidText(op, 'q', `batch ${kd.B} (the keys')`, `${qd.B}`);
-  if (qd.D !== kd.D) throw invalidText(op, 'q', `head dim ${kd.D} (the keys')`, `${qd.D}`);
-  if (qd.H === 0) throw invalidText(op, 'q', 'at least one query head (Hq >= 1)', '0');
-  if (kd.H === 0 || qd.H % kd.H !== 0) throw invalidText(op, 'q', `a head count that is a multiple of the keys' ${kd.H}`, `${qd.H}`);
-  if (kd.D === 0) throw invalidText(op, 'keys', 'a head dim D >= 1', '0');
+  checkQueriesMatchKeys(op, 'q', qd, kd);
   if (qd.S < 1 || qd.S > MAX_QUERY_TOKENS || qd.S > kd.S) {
     throw invalidText(op, 'q', `between 1 and ${Math.min(MAX_QUERY_TOKENS, kd.S)} query tokens`, `${qd.S}`);
   }

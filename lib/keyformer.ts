@@ -6,7 +6,7 @@
  * replays.
  */
 import { native } from './native';
-import { arange, check4d, checkCapacity, checkLengths, layoutCode, opStream, sameDevice, withLayoutHint, withScope, type Dims4, type Layout, type LayoutOptions, type OpOptions } from './common';
+import { arange, check4d, checkCapacity, checkQueriesMatchKeys, checkLengths, layoutCode, opStream, sameDevice, withLayoutHint, withScope, type Dims4, type Layout, type LayoutOptions, type OpOptions } from './common';
 import { deviceIndex, defaultDevice, type Device } from './device';
 import { checkRagged, type RaggedLayout } from './ragged_cache';
 import { checkTensor, type Tensor } from './tensor';
@@ -106,11 +106,7 @@ function runRaggedAccumulate(op: string, queries: unknown, keys: unknown, scores
 
 function checkAccumulateShapes(op: string, q: Tensor, qd: Dims4, k: Tensor, kd: Dims4, s: Tensor): void {
   if (q.dtype !== k.dtype) throw invalidText(op, 'queries.dtype', `the keys' dtype '${k.dtype}'`, `'${q.dtype}'`);
-  if (qd.B !== kd.B) throw invalidText(op, 'queries', `batch ${kd.B} (the keys')`, `${qd.B}`);
-  if (qd.D !== kd.D) throw invalidText(op, 'queries', `head dim ${kd.D} (the keys')`, `${qd.D}`);
-  if (qd.H === 0) throw invalidText(op, 'queries', 'at least one query head (Hq >= 1)', '0');
-  if (kd.H === 0 || qd.H % kd.H !== 0) throw invalidText(op, 'queries', `a head count that is a multiple of the keys' ${kd.H}`, `${qd.H}`);
-  if (kd.D === 0) throw invalidText(op, 'keys', 'a head dim D >= 1', '0');
+  checkQueriesMatchKeys(op, 'queries', qd, kd);
   if (qd.S < 1 || qd.S > kd.S) throw invalidText(op, 'queries', `between 1 and N = ${kd.S} query rows`, `${qd.S}`);
   if (s.dtype !== 'f32' || s.shape.length !== 3 || s.shape[0] !== kd.B || s.shape[1] !== kd.H || s.shape[2] !== kd.S) {
     throw invalidText(op, 'scores', `an f32 tensor [${kd.B}, ${kd.H}, ${kd.S}]`, `${s.dtype} [${s.shape.join(', ')}]`);

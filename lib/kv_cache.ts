@@ -17,7 +17,7 @@
  *     device flag that every later kernel of the call reads before writing, so a bad selection
  *     leaves everything unchanged without the host waiting; on the CPU it throws at once.
  */
-import { check4d, layoutCode, opStream, sameDevice, shape4, type Layout, type OpOptions } from './common';
+import { check4d, disposeOnThrow, layoutCode, opStream, sameDevice, shape4, type Layout, type OpOptions } from './common';
 import { defaultDevice, deviceIndex, type Device } from './device';
 import { KvsiftError } from './errors';
 import { native } from './native';
@@ -126,18 +126,8 @@ export class KvCache {
     // zero-filled: reading past a row's length (which no op does) sees zeros, never stale data
     this.keys = Tensor.zeros(shape, this.dtype, this._deviceIndex < 0 ? 'cpu' : `cuda:${this._deviceIndex}`);
     this.device = this.keys.device;
-    try {
-      this.values = Tensor.zeros(shape, this.dtype, this.device);
-      try {
-        this.positions = Tensor.zeros([B, H, S], 'i32', this.device);
-      } catch (e) {
-        this.values.dispose();
-        throw e;
-      }
-    } catch (e) {
-      this.keys.dispose();
-      throw e;
-    }
+    this.values = disposeOnThrow([this.keys], () => Tensor.zeros(shape, this.dtype, this.device));
+    this.positions = disposeOnThrow([this.keys, this.values], () => Tensor.zeros([B, H, S], 'i32', this.device));
     this.lengths = new Int32Array(B);
     this.appended = new Int32Array(B);
   }

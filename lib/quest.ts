@@ -70,6 +70,16 @@ export function metadata(keys: Tensor, options: MetadataOptions): QuestMetadata 
   });
 }
 
+/** What update and select both read first: the options, the metadata, the layout and a 4-D tensor on the metadata's device. */
+function checkMetaCall(op: string, meta: unknown, name: string, tensor: unknown, options: unknown) {
+  const opts = checkOptions(op, options);
+  const m = checkMeta(op, meta);
+  const { layout, code } = layoutCode(op, own(opts, 'layout'));
+  const { t, dims } = check4d(op, name, tensor, layout);
+  sameDevice(op, [t, m.min]);
+  return { opts, m, layout, code, t, dims };
+}
+
 function checkMeta(op: string, meta: unknown): QuestMetadata {
   if (meta === null || typeof meta !== 'object' || isArray(meta)) throw invalid(op, 'meta', 'a Quest metadata object { min, max, blockSize }', meta);
   const m = meta as Record<string, unknown>;
@@ -96,11 +106,7 @@ function checkMeta(op: string, meta: unknown): QuestMetadata {
  */
 export function update(meta: QuestMetadata, keys: Tensor, options: UpdateOptions): QuestMetadata {
   const op = 'quest.update';
-  const opts = checkOptions(op, options);
-  const m = checkMeta(op, meta);
-  const { layout, code } = layoutCode(op, own(opts, 'layout'));
-  const { t: k, dims: kd } = check4d(op, 'keys', keys, layout);
-  sameDevice(op, [k, m.min]);
+  const { opts, m, code, t: k, dims: kd } = checkMetaCall(op, meta, 'keys', keys, options);
   const nb = Math.ceil(kd.S / m.blockSize);
   const want = [kd.B, kd.H, nb, kd.D];
   if (m.min.shape.some((d, i) => d !== want[i])) throw invalidText(op, 'meta.min', `shape [${want.join(', ')}] (the keys' blocks)`, `[${m.min.shape.join(', ')}]`);
@@ -132,11 +138,7 @@ export function update(meta: QuestMetadata, keys: Tensor, options: UpdateOptions
  */
 export function select(q: Tensor, meta: QuestMetadata, options: SelectOptions): Tensor {
   const op = 'quest.select';
-  const opts = checkOptions(op, options);
-  const m = checkMeta(op, meta);
-  const { layout, code } = layoutCode(op, own(opts, 'layout'));
-  const { t: qt, dims: qd } = check4d(op, 'q', q, layout);
-  sameDevice(op, [qt, m.min]);
+  const { opts, m, code, t: qt, dims: qd } = checkMetaCall(op, meta, 'q', q, options);
   const [B, Hkv, nb, D] = m.min.shape;
   if (qd.B !== B) throw invalidText(op, 'q', `batch ${B} (the metadata's)`, `${qd.B}`);
   if (qd.D !== D) throw invalidText(op, 'q', `head dim ${D} (the metadata's)`, `${qd.D}`);

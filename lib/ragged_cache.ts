@@ -9,7 +9,7 @@
  * position; the rest of its rows are room for appends. Rows of batch row b follow each other.
  */
 import type { NativeRagged } from '../binding';
-import { check4d, layoutCode, opStream, sameDevice, withScope, type Layout, type LayoutOptions, type OpOptions } from './common';
+import { check4d, layoutCode, opStream, sameDevice, withScope, type Layout, type Scope, type LayoutOptions, type OpOptions } from './common';
 import type { Device } from './device';
 import { KvsiftError } from './errors';
 import { native } from './native';
@@ -209,11 +209,8 @@ export class RaggedKvCache implements RaggedLayout {
   readonly dtype: DType;
   readonly device: Device;
   readonly layout: Layout;
-  private _keys: Tensor;
-  private _values: Tensor;
-  private _positions: Tensor;
-  private _indptr: Tensor;
-  private _lens: Tensor;
+  /** Replaced as a whole by retain, so a failed retain leaves every tensor of the old one in place. */
+  private _store: RaggedStorage;
   private _rowTokens: number[];
   private _minHead: number;
   private _room: number;
@@ -221,27 +218,15 @@ export class RaggedKvCache implements RaggedLayout {
   private _reserve: number;
   private _disposed = false;
 
-  private constructor(init: {
-    batch: number; heads: number; headDim: number; dtype: DType; device: number; layout: Layout;
-    keys: Tensor; values: Tensor; positions: Tensor; indptr: Tensor; lens: Tensor;
-    rowTokens: number[]; minHead: number; room: number; next: Int32Array; reserve: number;
-  }) {
-    this.batch = init.batch;
-    this.heads = init.heads;
-    this.headDim = init.headDim;
-    this.dtype = init.dtype;
-    this.device = init.keys.device;
-    this.layout = init.layout;
-    this._keys = init.keys;
-    this._values = init.values;
-    this._positions = init.positions;
-    this._indptr = init.indptr;
-    this._lens = init.lens;
-    this._rowTokens = init.rowTokens;
-    this._minHead = init.minHead;
-    this._room = init.room;
-    this._next = init.next;
-    this._reserve = init.reserve;
+  private constructor(
+    shape: { batch: number; heads: number; headDim: number; dtype: DType; layout: Layout },
+    store: RaggedStorage,
+    counters: { rowTokens: number[]; minHead: number; room: number; next: Int32Array; reserve: number },
+  ) {
+    ({ batch: this.batch, heads: this.heads, headDim: this.headDim, dtype: this.dtype, layout: this.layout } = shape);
+    this.device = store.keys.device;
+    this._store = store;
+    ({ rowTokens: this._rowTokens, minHead: this._minHead, room: this._room, next: this._next, reserve: this._reserve } = counters);
   }
 
   /**
@@ -264,36 +249,31 @@ export class RaggedKvCache implements RaggedLayout {
     if (rows > 0x7fffffff) throw invalidText(op, 'options.reserve', 'a room that keeps the rows below 2^31', `${reserve}`);
     const device = k._deviceIndex;
     return withScope(device, stream, (scope) => {
-      const ko = scope.output([rows, dims.D], k.dtype);
-      const vo = scope.output([rows, dims.D], v.dtype);
-      const po = scope.output([rows], 'i32');
-      const io = scope.output([dims.B * dims.H + 1], 'i32');
-      const lo = scope.output([dims.B * dims.H], 'i32');
+      const out = allocateStorage(scope, rows, dims.D, k.dtype, dims.B * dims.H);
       const base = { batch: dims.B, heads: dims.H, reserve, layout: code, op };
-      native.raggedGather(k, sel.positions, sel.indptr, ko, base, stream);
-      native.raggedGather(v, sel.positions, sel.indptr, vo, base, stream);
+      native.raggedGather(k, sel.positions, sel.indptr, out.keys, base, stream);
+      native.raggedGather(v, sel.positions, sel.indptr, out.values, base, stream);
       // The selection's entries are the original positions: moved as they are into the layout with room.
       const srcRagged = { batch: dims.B, heads: dims.H, indptr: sel.indptr };
-      native.raggedGather(sel.positions, sel.positions, sel.indptr, po, { ...base, srcRagged, identity: true, outIndptr: io, outLens: lo }, stream);
-      return new RaggedKvCache({
-        batch: dims.B, heads: dims.H, headDim: dims.D, dtype: k.dtype, device, layout,
-        keys: ko, values: vo, positions: po, indptr: io, lens: lo,
-        rowTokens: new Array<number>(dims.B).fill(sel.total / dims.B),
-        minHead: selection.minHeadTokens ?? 0, room: reserve, next, reserve,
-      });
+      native.raggedGather(sel.positions, sel.positions, sel.indptr, out.positions, { ...base, srcRagged, identity: true, outIndptr: out.indptr, outLens: out.lens }, stream);
+      return new RaggedKvCache(
+        { batch: dims.B, heads: dims.H, headDim: dims.D, dtype: k.dtype, layout },
+        out,
+        { rowTokens: new Array<number>(dims.B).fill(sel.total / dims.B), minHead: selection.minHeadTokens ?? 0, room: reserve, next, reserve },
+      );
     });
   }
 
   /** Storage keys [rows, D] (room rows included). */
-  get keys(): Tensor { return this._live('keys')._keys; }
+  get keys(): Tensor { return this._live('keys')._store.keys; }
   /** Storage values [rows, D]. */
-  get values(): Tensor { return this._live('values')._values; }
+  get values(): Tensor { return this._live('values')._store.values; }
   /** i32 [rows]: original positions of the live rows. */
-  get positions(): Tensor { return this._live('positions')._positions; }
+  get positions(): Tensor { return this._live('positions')._store.positions; }
   /** i32 [B * H + 1]: head regions. */
-  get indptr(): Tensor { return this._live('indptr')._indptr; }
+  get indptr(): Tensor { return this._live('indptr')._store.indptr; }
   /** i32 [B * H]: live rows of each head (on the device). */
-  get lens(): Tensor { return this._live('lens')._lens; }
+  get lens(): Tensor { return this._live('lens')._store.lens; }
   /** Live tokens of each batch row (host-side, exact). */
   get rowTokens(): readonly number[] { return this._rowTokens.slice(); }
   /** A lower bound on every head's live tokens. */
@@ -303,7 +283,7 @@ export class RaggedKvCache implements RaggedLayout {
   /** Rows of append room left in every head. */
   get room(): number { return this._room; }
   /** Storage rows. */
-  get rows(): number { return this._keys.shape[0]; }
+  get rows(): number { return this._store.keys.shape[0]; }
 
   /**
    * Writes T new tokens per head after each head's live rows, with original positions
@@ -333,11 +313,11 @@ export class RaggedKvCache implements RaggedLayout {
     if (T > this._room) {
       throw invalidText(op, 'keys', `at most ${this._room} new tokens (the room left in each head; make the cache with a larger reserve or retain first)`, `${T}`);
     }
-    const device = sameDevice(op, [k, v, this._keys]);
+    const device = sameDevice(op, [k, v, this._store.keys]);
     const stream = opStream(op, opts, device);
-    const ragged = { batch: this.batch, heads: this.heads, indptr: this._indptr, lens: this._lens };
-    native.raggedAppend(v, this._values, { layout: code, ragged, updateLens: false }, stream);
-    native.raggedAppend(k, this._keys, { layout: code, ragged, updateLens: true, positions: this._positions, posBase: this._next }, stream);
+    const ragged = { batch: this.batch, heads: this.heads, indptr: this._store.indptr, lens: this._store.lens };
+    native.raggedAppend(v, this._store.values, { layout: code, ragged, updateLens: false }, stream);
+    native.raggedAppend(k, this._store.keys, { layout: code, ragged, updateLens: true, positions: this._store.positions, posBase: this._next }, stream);
     this._room -= T;
     this._minHead += T;
     this._rowTokens = this._rowTokens.map((n) => n + this.heads * T);
@@ -362,7 +342,7 @@ export class RaggedKvCache implements RaggedLayout {
     this._live(op);
     const opts = checkOptions(op, options) as RaggedRetainOptions;
     const sel = checkSelection(op, selection, this.batch, this.heads);
-    const device = sameDevice(op, [this._keys, sel.positions, sel.indptr]);
+    const device = sameDevice(op, [this._store.keys, sel.positions, sel.indptr]);
     const stream = opStream(op, opts, device);
     const reserve = opts.reserve === undefined ? this._reserve : checkInt(op, 'options.reserve', opts.reserve, 0, 0x7fffffff);
     const also = opts.also ?? [];
@@ -373,7 +353,7 @@ export class RaggedKvCache implements RaggedLayout {
       if (a.shape.length !== 1 || a.shape[0] !== oldRows || (a.dtype !== 'f32' && a.dtype !== 'i32')) {
         throw invalidText(op, `options.also[${i}]`, `an f32 or i32 tensor [${oldRows}] (one entry per row)`, `${a.dtype} [${a.shape.join(', ')}]`);
       }
-      sameDevice(op, [this._keys, a]);
+      sameDevice(op, [this._store.keys, a]);
     });
     const B = this.batch, H = this.heads;
     const perRow = sel.total / B;
@@ -382,34 +362,27 @@ export class RaggedKvCache implements RaggedLayout {
     }
     const rows = sel.total + B * H * reserve;
     if (rows > 0x7fffffff) throw invalidText(op, 'options.reserve', 'a room that keeps the rows below 2^31', `${reserve}`);
-    const src = { batch: B, heads: H, indptr: this._indptr, lens: this._lens };
+    const old = this._store;
+    const src = { batch: B, heads: H, indptr: old.indptr, lens: old.lens };
     const made = withScope(device, stream, (scope) => {
-      const ko = scope.output([rows, this.headDim], this.dtype);
-      const vo = scope.output([rows, this.headDim], this.dtype);
-      const po = scope.output([rows], 'i32');
-      const io = scope.output([B * H + 1], 'i32');
-      const lo = scope.output([B * H], 'i32');
+      const out = allocateStorage(scope, rows, this.headDim, this.dtype, B * H);
       const base = { batch: B, heads: H, reserve, srcRagged: src, op };
-      native.raggedGather(this._keys, sel.positions, sel.indptr, ko, base, stream);
-      native.raggedGather(this._values, sel.positions, sel.indptr, vo, base, stream);
-      native.raggedGather(this._positions, sel.positions, sel.indptr, po, { ...base, outIndptr: io, outLens: lo }, stream);
+      native.raggedGather(old.keys, sel.positions, sel.indptr, out.keys, base, stream);
+      native.raggedGather(old.values, sel.positions, sel.indptr, out.values, base, stream);
+      native.raggedGather(old.positions, sel.positions, sel.indptr, out.positions, { ...base, outIndptr: out.indptr, outLens: out.lens }, stream);
       const alsoOut = also.map((t) => {
         const o = scope.output([rows], t.dtype);
         native.raggedGather(t, sel.positions, sel.indptr, o, base, stream);
         return o;
       });
-      return { ko, vo, po, io, lo, alsoOut };
+      return { out, alsoOut };
     });
-    for (const t of [this._keys, this._values, this._positions, this._indptr, this._lens]) t.dispose();
+    disposeStorage(old);
     also.forEach((t, i) => {
       t.dispose();
       also[i] = made.alsoOut[i];
     });
-    this._keys = made.ko;
-    this._values = made.vo;
-    this._positions = made.po;
-    this._indptr = made.io;
-    this._lens = made.lo;
+    this._store = made.out;
     this._rowTokens = new Array<number>(B).fill(perRow);
     this._minHead = selection.minHeadTokens ?? 0;
     this._room = reserve;
@@ -420,7 +393,7 @@ export class RaggedKvCache implements RaggedLayout {
   dispose(): void {
     if (this._disposed) return;
     this._disposed = true;
-    for (const t of [this._keys, this._values, this._positions, this._indptr, this._lens]) t.dispose();
+    disposeStorage(this._store);
   }
 
   get disposed(): boolean {
@@ -431,6 +404,29 @@ export class RaggedKvCache implements RaggedLayout {
     if (this._disposed) throw new KvsiftError(`RaggedKvCache is disposed (${what})`, 'ERR_DISPOSED');
     return this;
   }
+}
+
+/** The device tensors of a ragged cache: [rows, D] keys and values, i32 positions [rows], indptr [B*H+1], lens [B*H]. */
+interface RaggedStorage {
+  keys: Tensor;
+  values: Tensor;
+  positions: Tensor;
+  indptr: Tensor;
+  lens: Tensor;
+}
+
+function allocateStorage(scope: Scope, rows: number, headDim: number, dtype: DType, heads: number): RaggedStorage {
+  return {
+    keys: scope.output([rows, headDim], dtype),
+    values: scope.output([rows, headDim], dtype),
+    positions: scope.output([rows], 'i32'),
+    indptr: scope.output([heads + 1], 'i32'),
+    lens: scope.output([heads], 'i32'),
+  };
+}
+
+function disposeStorage(store: RaggedStorage): void {
+  for (const t of [store.keys, store.values, store.positions, store.indptr, store.lens]) t.dispose();
 }
 
 function nextPositions(op: string, value: unknown, B: number, N: number): Int32Array {

@@ -4,7 +4,7 @@
  */
 import { KvsiftError } from './errors';
 import { native } from './native';
-import { check4d, checkLengths, layoutCode, opStream, reshaped, sameDevice, shape4, withScope, type Layout, type LayoutOptions, type OpOptions } from './common';
+import { check4d, checkLengths, disposeOnThrow, layoutCode, opStream, reshaped, sameDevice, shape4, withScope, type Layout, type LayoutOptions, type OpOptions } from './common';
 import type { NativeTensor } from '../binding';
 import { checkTensor, Tensor, type DType } from './tensor';
 import { checkInt, checkOneOf, checkOptions, invalidText } from './validate';
@@ -239,20 +239,10 @@ export function evict(keys: Tensor, values: Tensor, positions: Tensor, options?:
       throw invalidText(op, 'values', `a tensor with the keys' leading shape [${keys.shape.slice(0, ax + 1).join(', ')}]`, `shape [${v.shape.join(', ')}]`);
     }
     const k = gatherAxis(op, keys, positions, ax, opts);
-    try {
-      const vals = gatherAxis(op, v, positions, ax, opts);
-      try {
-        const device = positions._deviceIndex;
-        const pos = withScope(device, opStream(op, opts, device), (scope) => copyPositions(positions, scope));
-        return { keys: k, values: vals, positions: pos };
-      } catch (e) {
-        vals.dispose();
-        throw e;
-      }
-    } catch (e) {
-      k.dispose();
-      throw e;
-    }
+    const vals = disposeOnThrow([k], () => gatherAxis(op, v, positions, ax, opts));
+    const device = positions._deviceIndex;
+    const pos = disposeOnThrow([k, vals], () => withScope(device, opStream(op, opts, device), (scope) => copyPositions(positions, scope)));
+    return { keys: k, values: vals, positions: pos };
   }
   const { t: k, dims } = check4d(op, 'keys', keys, layout, ['f32', 'f16', 'bf16', 'i32', 'u8']);
   const { t: v, dims: vd } = check4d(op, 'values', values, layout, ['f32', 'f16', 'bf16', 'i32', 'u8']);
@@ -289,18 +279,9 @@ function copyPositions(p: Tensor, scope: { output(shape: number[], dtype: 'i32')
 
 function evictWith(k: Tensor, v: Tensor, p: Tensor, layout: Layout, opts: OpOptions, copyPos = false): Compacted {
   const keys = gatherAs('evict', k, p, layout, opts.stream, 'keys');
-  try {
-    const values = gatherAs('evict', v, p, layout, opts.stream, 'values');
-    if (!copyPos) return { keys, values, positions: p as Tensor<'i32'> };
-    try {
-      return withScope(p._deviceIndex, opStream('evict', opts, p._deviceIndex), (scope) => ({ keys, values, positions: copyPositions(p, scope) }));
-    } catch (e) {
-      values.dispose();
-      throw e;
-    }
-  } catch (e) {
-    keys.dispose();
-    throw e;
-  }
+  const values = disposeOnThrow([keys], () => gatherAs('evict', v, p, layout, opts.stream, 'values'));
+  if (!copyPos) return { keys, values, positions: p as Tensor<'i32'> };
+  const positions = disposeOnThrow([keys, values], () => withScope(p._deviceIndex, opStream('evict', opts, p._deviceIndex), (scope) => copyPositions(p, scope)));
+  return { keys, values, positions };
 }
 

@@ -3,7 +3,7 @@
  * for the prefix keys they attend to; the top-voted keys and the window are kept.
  */
 import { native } from './native';
-import { arange, check4d, checkCapacity, checkLengths, layoutCode, opStream, sameDevice, shape4, withLayoutHint, withScope, type Layout, type LayoutOptions, type OpOptions, type Scope } from './common';
+import { arange, check4d, checkCapacity, checkQueriesMatchKeys, checkLengths, layoutCode, opStream, sameDevice, shape4, withLayoutHint, withScope, type Layout, type LayoutOptions, type OpOptions, type Scope } from './common';
 import type { Compacted } from './select';
 import { checkTensor, Tensor } from './tensor';
 import { checkInt, checkOneOf, checkOptions, invalidText } from './validate';
@@ -55,11 +55,7 @@ function checkScoresArgsAs(op: string, queries: unknown, keys: unknown, opts: Sc
   const { t: k, dims: kd } = check4d(op, 'keys', keys, layout, undefined, explicit);
   const device = sameDevice(op, [q, k]);
   if (q.dtype !== k.dtype) throw invalidText(op, 'queries.dtype', `the keys' dtype '${k.dtype}'`, `'${q.dtype}'`);
-  if (qd.B !== kd.B) throw invalidText(op, 'queries', `batch ${kd.B} (the keys')`, `${qd.B}`);
-  if (qd.D !== kd.D) throw invalidText(op, 'queries', `head dim ${kd.D} (the keys')`, `${qd.D}`);
-  if (qd.H === 0) throw invalidText(op, 'queries', 'at least one query head (Hq >= 1)', '0');
-  if (kd.H === 0 || qd.H % kd.H !== 0) throw invalidText(op, 'queries', `a head count that is a multiple of the keys' ${kd.H}`, `${qd.H}`);
-  if (kd.D === 0) throw invalidText(op, 'keys', 'a head dim D >= 1', '0');
+  checkQueriesMatchKeys(op, 'queries', qd, kd);
   const W = opts.window === undefined ? qd.S : checkInt(op, 'options.window', opts.window, 1);
   if (W > kd.S) throw invalidText(op, 'options.window', `at most N = ${kd.S}`, `${W}`);
   if (W !== qd.S) throw invalidText(op, 'queries', `${W} window rows (options.window)`, `${qd.S}`);

@@ -7,7 +7,7 @@
 import { describe, expect, it } from 'vitest';
 import { decode, h2o, keyformer, Tensor, type Device, type DType } from '../lib/index';
 import { native } from '../lib/native';
-import { cudaDevices, describeCuda, makeCache, expectClose, expectKvsiftError, testRng, tolerance, type Rng } from './helpers';
+import { cudaDevices, describeCuda, makeCache, expectClose, expectKvsiftError, testRng, tolerance, type Rng, type AttentionDims } from './helpers';
 import { attention as refAttention } from '../reference/decode';
 import { fromLayout, shapeIn, type Cache4, type Layout } from '../reference/layout';
 
@@ -20,13 +20,7 @@ const LSE_TOL = { rtol: 1e-5, atol: 1e-5 };
 const SCORE_TOL = { rtol: 1e-6, atol: 1e-6 };
 
 
-interface Problem {
-  B: number;
-  Hq: number;
-  Hkv: number;
-  T: number;
-  N: number;
-  D: number;
+interface Problem extends AttentionDims {
   layout: Layout;
   dtype: DType;
   q: { t: Tensor; ref: Cache4 };

@@ -9,6 +9,8 @@ import { afterEach, describe, expect, it, onTestFailed } from 'vitest';
 import { buildInfo, cudaDeviceCount, devices, KvsiftError, Tensor, type Device, type DType } from '../lib/index';
 import { bshdToBhsd, fromLayout, shapeIn, toLayout, type Cache4, type Layout } from '../reference/layout';
 import { Rng } from './rng';
+export type { AttentionDims } from '../lib/common';
+import type { AttentionDims } from '../lib/common';
 
 export { Rng };
 
@@ -174,7 +176,7 @@ export function makeCache(data: Float32Array, dims: readonly [number, number, nu
  * logits q.k/sqrt(D) are of order 1 (a softmax neither flat nor one-hot): on `device` with the
  * reference's view, and `cpu`, the same inputs on the CPU backend (the same tensors on the CPU).
  */
-export function qkCaches(rng: Rng, d: { B: number; Hq: number; Hkv: number; T: number; N: number; D: number }, dtype: DType, layout: Layout, device: Device = 'cpu') {
+export function qkCaches(rng: Rng, d: AttentionDims, dtype: DType, layout: Layout, device: Device = 'cpu') {
   const { B, Hq, Hkv, T, N, D } = d;
   const std = Math.pow(D, -0.25) * 1.5;
   const qData = rng.normalArray(B * Hq * T * D, 0, std);

@@ -18,6 +18,7 @@ import {
   qkCaches,
   testRng,
   tolerance,
+  type AttentionDims,
   type Rng,
 } from './helpers';
 import { accumulate as refAccumulate, selectRecent, tau as refTau } from '../reference/keyformer';
@@ -42,13 +43,7 @@ function randomU64(rng: Rng): bigint {
   return (BigInt(rng.u32()) << 32n) | BigInt(rng.u32());
 }
 
-interface AccProblem {
-  B: number;
-  Hq: number;
-  Hkv: number;
-  T: number;
-  N: number;
-  D: number;
+interface AccProblem extends AttentionDims {
   q: { t: Tensor; ref: Cache4 };
   k: { t: Tensor; ref: Cache4 };
   /** q and k on the CPU backend (the same tensors when the device is the CPU) */

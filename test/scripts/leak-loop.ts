@@ -14,22 +14,7 @@
  *   node --expose-gc -r ./test/scripts/register-ts.cjs test/scripts/leak-loop.ts --device cpu --ops 10000 --failing 10000
  */
 import { readFileSync } from 'node:fs';
-import {
-  evict,
-  gather,
-  h2o,
-  keyformer,
-  KvsiftError,
-  l2,
-  memoryStats,
-  snapkv,
-  Stream,
-  streaming,
-  Tensor,
-  topk,
-  tova,
-  type Device,
-} from '../../lib/index';
+import { evict, gather, h2o, keyformer, KvsiftError, l2, memoryStats, snapkv, Stream, streaming, Tensor, topk, tova, type Device } from '../../lib/index';
 
 function arg(name: string, fallback: string): string {
   const i = process.argv.indexOf(`--${name}`);
