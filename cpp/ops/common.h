@@ -323,7 +323,8 @@ struct RowsInOut {
 inline RowsInOut F32RowsInOut(Call& c, const char* in_name) {
   auto [in, out] = c.tensors({{0, in_name, kAnyRank, {}}, {1, "out", kAnyRank, {}}});
   if (in.dtype != DType::F32 || in.rank() < 1) c.invalid(in_name, "an f32 tensor of rank >= 1", dtype_name(in.dtype));
-  return {in, out, RowsOf(in)};
+  const Rows rows = RowsOf(in);
+  return {std::move(in), std::move(out), rows};
 }
 
 // Queries [B, Hq, T, D] and keys [B, Hkv, N, D] of the attention ops: their logical dims in the
@@ -343,7 +344,8 @@ inline AttentionScoreArgs GetAttentionScoreArgs(Call& c, const char* scores_name
   const int layout = c.layout();
   auto [q, k, scores] = c.tensors({{0, "queries", 4, kFloatTypes}, {1, "keys", 4, kFloatTypes}, {2, scores_name, 3, {DType::F32}}});
   if (q.dtype != k.dtype) c.invalid("queries.dtype", std::string("keys' dtype ") + dtype_name(k.dtype), dtype_name(q.dtype));
-  return {layout, q, k, scores, {DimsOf(q, layout), DimsOf(k, layout)}};
+  const QueryKeys d{DimsOf(q, layout), DimsOf(k, layout)};
+  return {layout, std::move(q), std::move(k), std::move(scores), d};
 }
 
 // Keys [B, Hkv, N, D] (decode's, Quest's) whose token and (batch, head) indices the kernels
