@@ -31,7 +31,7 @@ Napi::Value SnapkvScores(const Napi::CallbackInfo& info) {
   p.group_reduce = static_cast<GroupReduce>(gr);
   p.out = static_cast<float*>(out.data);
   return c.run([&] { cpu::snapkv_scores(p); }, [&] { return KVSIFT_CUDA_CALL(cuda::snapkv_scores_workspace_bytes(p)); },
-               [&](void* ws) { return KVSIFT_CUDA_CALL(cuda::snapkv_scores(p, ws, c.stream)); }, {&q, &k, &out});
+               [&](void* ws) { return KVSIFT_CUDA_CALL(cuda::snapkv_scores(p, ws, c.stream)); }, {&q, &k, &out, &lse_t});
 }
 
 }  // namespace
