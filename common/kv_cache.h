@@ -49,6 +49,12 @@ struct AppendPositionsParams {
   const int32_t* starts;
 };
 
+// The CPU twins of copy() and KvCache.append.
+namespace cpu {
+void row_copy(const RowCopyParams& p);
+void append_positions(const AppendPositionsParams& p);
+}  // namespace cpu
+
 // retain's check: keep[b, h, i] (element b*keep_sB + h*keep_sH + i, i < C; keep_sH = 0 is one
 // selection for every head) must be strictly ascending and inside [0, lengths[b]). *bad (device
 // memory on CUDA, zeroed by the caller) receives the number of entries that break the rule; the
@@ -73,9 +79,8 @@ struct RetainGatherParams {
   const int32_t* skip_if;
 };
 
+// The CPU twins of KvCache.retain.
 namespace cpu {
-void row_copy(const RowCopyParams& p);
-void append_positions(const AppendPositionsParams& p);
 // Returns the number of bad entries (0: the selection is valid); *p.bad is ignored.
 int64_t retain_check(const RetainCheckParams& p);
 // In place (out.data == src.data with the same strides): valid because keep[i] >= i and ascending,

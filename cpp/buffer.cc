@@ -38,6 +38,17 @@ DeviceBuffer::~DeviceBuffer() {
   }
 }
 
+Napi::Object DeviceBuffer::Make(Napi::Env env, void* data, size_t bytes, int device, bool owned) {
+  Napi::Object obj = GetAddonData(env).buffer_ctor.New({});
+  DeviceBuffer* self = Unwrap(obj);
+  self->data_ = data;
+  self->bytes_ = bytes;
+  self->device_ = device;
+  self->owned_ = owned;
+  self->freed_ = false;  // a buffer constructed from JS starts freed
+  return obj;
+}
+
 Napi::Object DeviceBuffer::Allocate(Napi::Env env, int device, size_t bytes, cudaStream_t stream) {
   void* ptr = nullptr;
   int err = device_alloc(device, bytes, stream, &ptr);
@@ -57,13 +68,8 @@ Napi::Object DeviceBuffer::Allocate(Napi::Env env, int device, size_t bytes, cud
     }
     ThrowCuda(env, "alloc", err);
   }
-  Napi::Object obj = GetAddonData(env).buffer_ctor.New({});
+  Napi::Object obj = Make(env, ptr, bytes, device, true);
   DeviceBuffer* self = Unwrap(obj);
-  self->data_ = ptr;
-  self->bytes_ = bytes;
-  self->device_ = device;
-  self->owned_ = true;
-  self->freed_ = false;
   self->stream_ = stream;
   // Cap the hint: V8 only needs to know the object is heavy, and huge values trigger GCs that
   // cost more than they save.
@@ -74,26 +80,16 @@ Napi::Object DeviceBuffer::Allocate(Napi::Env env, int device, size_t bytes, cud
 }
 
 Napi::Object DeviceBuffer::Wrap(Napi::Env env, void* ptr, size_t bytes, int device) {
-  Napi::Object obj = GetAddonData(env).buffer_ctor.New({});
-  DeviceBuffer* self = Unwrap(obj);
-  self->data_ = ptr;
-  self->bytes_ = bytes;
-  self->device_ = device;
-  self->owned_ = false;
-  self->freed_ = false;
-  return obj;
+  return Make(env, ptr, bytes, device, false);
 }
 
 Napi::Object DeviceBuffer::WrapHost(Napi::Env env, Napi::ArrayBuffer ab, size_t offset, size_t bytes) {
-  Napi::Object obj = GetAddonData(env).buffer_ctor.New({});
+  // No address yet: Refresh() reads it from the ArrayBuffer.
+  Napi::Object obj = Make(env, nullptr, bytes, kCpuDevice, false);
   DeviceBuffer* self = Unwrap(obj);
   self->host_backed_ = true;
   self->host_offset_ = offset;
   self->host_ref_ = Napi::Persistent(ab);
-  self->bytes_ = bytes;
-  self->device_ = kCpuDevice;
-  self->owned_ = false;
-  self->freed_ = false;
   if (!self->Refresh(env)) {
     self->Release();
     ThrowInvalid(env, "Tensor.fromHostArray", "array", "a live ArrayBuffer covering the tensor", "a detached or short buffer");

@@ -50,6 +50,9 @@ class DeviceBuffer : public Napi::ObjectWrap<DeviceBuffer> {
   bool host_backed() const { return host_backed_; }
 
  private:
+  // The JS object and its native half over [data, data + bytes) on `device`, live; owned: freed
+  // here (Allocate), else the caller's memory (Wrap, WrapHost). The factories add the rest.
+  static Napi::Object Make(Napi::Env env, void* data, size_t bytes, int device, bool owned);
   Napi::Value Free(const Napi::CallbackInfo& info);
   Napi::Value GetPtr(const Napi::CallbackInfo& info);
   Napi::Value GetByteLength(const Napi::CallbackInfo& info);

@@ -191,11 +191,24 @@ Napi::Value WrapHost(const Napi::CallbackInfo& info) {
   ThrowInvalid(env, op, "array", "a TypedArray over an ArrayBuffer, or an ArrayBuffer", describe(v));
 }
 
-// Checks that [offset, offset + bytes) lies inside buf.
-void CheckRange(Napi::Env env, const std::string& op, DeviceBuffer* buf, int64_t offset, int64_t bytes,
-                const std::string& name) {
-  if (offset < 0 || bytes < 0 || static_cast<uint64_t>(offset) + static_cast<uint64_t>(bytes) > buf->bytes()) {
-    ThrowInvalid(env, op, name, "a byte range inside " + std::to_string(buf->bytes()) + " bytes",
+// A buffer argument and the byte offset argument after it (dst, dstOffset; src, srcOffset).
+struct BufferAt {
+  DeviceBuffer* buf;
+  int64_t offset;
+  uint8_t* data() const { return static_cast<uint8_t*>(buf->data()) + offset; }
+  int device() const { return buf->device(); }
+};
+BufferAt GetBufferAt(Napi::Env env, const std::string& op, const Napi::CallbackInfo& info, size_t at,
+                     const std::string& name) {
+  DeviceBuffer* buf = GetBuffer(env, op, info[at], name);
+  return {buf, GetInt(env, op, info[at + 1], name + "Offset", 0, kMaxBytes)};
+}
+
+// Checks that [offset, offset + bytes) lies inside the buffer.
+void CheckRange(Napi::Env env, const std::string& op, const BufferAt& at, int64_t bytes, const std::string& name) {
+  const int64_t offset = at.offset;
+  if (offset < 0 || bytes < 0 || static_cast<uint64_t>(offset) + static_cast<uint64_t>(bytes) > at.buf->bytes()) {
+    ThrowInvalid(env, op, name, "a byte range inside " + std::to_string(at.buf->bytes()) + " bytes",
                  "[" + std::to_string(offset) + ", " + std::to_string(offset + bytes) + ")");
   }
 }
@@ -237,23 +250,13 @@ HostView GetHostView(Napi::Env env, const std::string& op, Napi::Value v, const 
   ThrowInvalid(env, op, name, "a TypedArray or ArrayBuffer", describe(v));
 }
 
-#ifdef KVSIFT_WITH_CUDA
-cudaMemcpyKind KindOf(int dst_device, int src_device) {
-  if (dst_device < 0 && src_device < 0) return cudaMemcpyHostToHost;
-  if (dst_device < 0) return cudaMemcpyDeviceToHost;
-  if (src_device < 0) return cudaMemcpyHostToDevice;
-  return cudaMemcpyDeviceToDevice;
-}
-#endif
-
 // copyFromHost(dst, dstOffset, src, stream?, bytes?): host -> buffer. Returns once src may be
 // reused. With `bytes`, src must hold exactly that many bytes now: the caller's length was read
 // before user code (a getter, a lying TypedArray subclass) could detach or shrink the source.
 Napi::Value CopyFromHost(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   const std::string op = "copyFromHost";
-  DeviceBuffer* dst = GetBuffer(env, op, info[0], "dst");
-  int64_t off = GetInt(env, op, info[1], "dstOffset", 0, kMaxBytes);
+  BufferAt dst = GetBufferAt(env, op, info, 0, "dst");
   cudaStream_t stream = GetStream(env, op, info[3]);
   (void)stream;
   int64_t expected = info.Length() > 4 && !info[4].IsUndefined() ? GetInt(env, op, info[4], "bytes", 0, kMaxBytes) : -1;
@@ -263,21 +266,20 @@ Napi::Value CopyFromHost(const Napi::CallbackInfo& info) {
     ThrowInvalid(env, op, "src", "a source of " + std::to_string(expected) + " bytes",
                  std::to_string(src.bytes) + " bytes (detached, resized or shorter than it claimed)");
   }
-  CheckRange(env, op, dst, off, static_cast<int64_t>(src.bytes), "dst");
+  CheckRange(env, op, dst, static_cast<int64_t>(src.bytes), "dst");
   if (src.bytes == 0) return env.Undefined();
-  note_transfer(dst->device(), false, static_cast<int64_t>(src.bytes));
-  if (dst->device() < 0) {
-    std::memcpy(static_cast<uint8_t*>(dst->data()) + off, src.data, src.bytes);
+  note_transfer(dst.device(), false, static_cast<int64_t>(src.bytes));
+  if (dst.device() < 0) {
+    std::memcpy(dst.data(), src.data, src.bytes);
     return env.Undefined();
   }
 #ifdef KVSIFT_WITH_CUDA
-  DeviceGuard guard(dst->device());
+  DeviceGuard guard(dst.device());
   CheckCuda(env, op, guard.error());
   // From pageable memory cudaMemcpyAsync returns once the source is staged, so the JS array may
   // be reused or collected right after.
-  CheckCuda(env, op, cudaMemcpyAsync(static_cast<uint8_t*>(dst->data()) + off, src.data, src.bytes,
-                                     cudaMemcpyHostToDevice, stream));
-  dst->set_stream(stream);
+  CheckCuda(env, op, cudaMemcpyAsync(dst.data(), src.data, src.bytes, cudaMemcpyHostToDevice, stream));
+  dst.buf->set_stream(stream);
 #endif
   return env.Undefined();
 }
@@ -286,23 +288,21 @@ Napi::Value CopyFromHost(const Napi::CallbackInfo& info) {
 Napi::Value CopyToHost(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   const std::string op = "copyToHost";
-  DeviceBuffer* src = GetBuffer(env, op, info[0], "src");
-  int64_t off = GetInt(env, op, info[1], "srcOffset", 0, kMaxBytes);
+  BufferAt src = GetBufferAt(env, op, info, 0, "src");
   HostView dst = GetHostView(env, op, info[2], "dst");
   cudaStream_t stream = GetStream(env, op, info[3]);
   (void)stream;
-  CheckRange(env, op, src, off, static_cast<int64_t>(dst.bytes), "src");
+  CheckRange(env, op, src, static_cast<int64_t>(dst.bytes), "src");
   if (dst.bytes == 0) return env.Undefined();
-  note_transfer(src->device(), true, static_cast<int64_t>(dst.bytes));
-  if (src->device() < 0) {
-    std::memcpy(dst.data, static_cast<const uint8_t*>(src->data()) + off, dst.bytes);
+  note_transfer(src.device(), true, static_cast<int64_t>(dst.bytes));
+  if (src.device() < 0) {
+    std::memcpy(dst.data, src.data(), dst.bytes);
     return env.Undefined();
   }
 #ifdef KVSIFT_WITH_CUDA
-  DeviceGuard guard(src->device());
+  DeviceGuard guard(src.device());
   CheckCuda(env, op, guard.error());
-  CheckCuda(env, op, cudaMemcpyAsync(dst.data, static_cast<const uint8_t*>(src->data()) + off, dst.bytes,
-                                     cudaMemcpyDeviceToHost, stream));
+  CheckCuda(env, op, cudaMemcpyAsync(dst.data, src.data(), dst.bytes, cudaMemcpyDeviceToHost, stream));
   CheckCuda(env, op, cudaStreamSynchronize(stream));
 #endif
   return env.Undefined();
@@ -501,18 +501,17 @@ class CudaReadJob : public AsyncJob {
 Napi::Value CopyToHostAsync(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   const std::string op = "copyToHostAsync";
-  DeviceBuffer* src = GetBuffer(env, op, info[0], "src");
-  int64_t off = GetInt(env, op, info[1], "srcOffset", 0, kMaxBytes);
+  BufferAt src = GetBufferAt(env, op, info, 0, "src");
   int64_t bytes = GetInt(env, op, info[2], "bytes", 0, kMaxBytes);
   cudaStream_t stream = GetStream(env, op, info[3]);
-  CheckRange(env, op, src, off, bytes, "src");
-  note_transfer(src->device(), true, bytes);
+  CheckRange(env, op, src, bytes, "src");
+  note_transfer(src.device(), true, bytes);
   auto host_oom = [&] {
     return Rejected(env, code::kOutOfMemory,
                     "toArrayAsync: out of host memory for a copy of " + std::to_string(bytes) + " bytes");
   };
-  const uint8_t* from = static_cast<const uint8_t*>(src->data()) + off;
-  if (src->device() < 0) {
+  const uint8_t* from = src.data();
+  if (src.device() < 0) {
     HostResult host;
     if (!host.Allocate(static_cast<size_t>(bytes))) return host_oom();
     if (bytes != 0) std::memcpy(host.data, from, static_cast<size_t>(bytes));
@@ -524,28 +523,28 @@ Napi::Value CopyToHostAsync(const Napi::CallbackInfo& info) {
   }
 #ifdef KVSIFT_WITH_CUDA
   void* snapshot = nullptr;
-  int err = bytes == 0 ? 0 : device_alloc(src->device(), static_cast<size_t>(bytes), stream, &snapshot);
+  int err = bytes == 0 ? 0 : device_alloc(src.device(), static_cast<size_t>(bytes), stream, &snapshot);
   if (err != 0) {
     if (cuda_is_out_of_memory(err)) {
-      return Rejected(env, code::kOutOfMemory, "toArrayAsync: out of memory on " + device_name(src->device()) +
+      return Rejected(env, code::kOutOfMemory, "toArrayAsync: out of memory on " + device_name(src.device()) +
                                                    " for a snapshot of " + std::to_string(bytes) + " bytes");
     }
     ThrowCuda(env, "toArrayAsync", err);
   }
-  auto job = std::make_unique<CudaReadJob>(src->device(), snapshot, static_cast<size_t>(bytes), stream);
+  auto job = std::make_unique<CudaReadJob>(src.device(), snapshot, static_cast<size_t>(bytes), stream);
   if (!job->host.Allocate(static_cast<size_t>(bytes))) {
-    device_free(src->device(), snapshot, static_cast<size_t>(bytes), stream);
+    device_free(src.device(), snapshot, static_cast<size_t>(bytes), stream);
     return host_oom();
   }
   if (bytes != 0) {
-    DeviceGuard guard(src->device());
+    DeviceGuard guard(src.device());
     int copy_err = guard.error();
     if (copy_err == 0) copy_err = cudaMemcpyAsync(snapshot, from, static_cast<size_t>(bytes), cudaMemcpyDeviceToDevice, stream);
     if (copy_err != 0) {
-      device_free(src->device(), snapshot, static_cast<size_t>(bytes), stream);
+      device_free(src.device(), snapshot, static_cast<size_t>(bytes), stream);
       ThrowCuda(env, "toArrayAsync", copy_err);
     }
-    src->set_stream(stream);
+    src.buf->set_stream(stream);
   }
   return AsyncJob::Start(env, std::move(job));
 #else
@@ -558,36 +557,38 @@ Napi::Value CopyToHostAsync(const Napi::CallbackInfo& info) {
 Napi::Value CopyBuffer(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   const std::string op = "copy";
-  DeviceBuffer* dst = GetBuffer(env, op, info[0], "dst");
-  int64_t doff = GetInt(env, op, info[1], "dstOffset", 0, kMaxBytes);
-  DeviceBuffer* src = GetBuffer(env, op, info[2], "src");
-  int64_t soff = GetInt(env, op, info[3], "srcOffset", 0, kMaxBytes);
+  BufferAt dst = GetBufferAt(env, op, info, 0, "dst");
+  BufferAt src = GetBufferAt(env, op, info, 2, "src");
   int64_t bytes = GetInt(env, op, info[4], "bytes", 0, kMaxBytes);
   cudaStream_t stream = GetStream(env, op, info[5]);
   (void)stream;
-  CheckRange(env, op, dst, doff, bytes, "dst");
-  CheckRange(env, op, src, soff, bytes, "src");
+  CheckRange(env, op, dst, bytes, "dst");
+  CheckRange(env, op, src, bytes, "src");
   if (bytes == 0) return env.Undefined();
   // Between a CUDA device and host memory: a transfer, counted on the CUDA side.
-  if (dst->device() < 0 && src->device() >= 0) note_transfer(src->device(), true, bytes);
-  if (dst->device() >= 0 && src->device() < 0) note_transfer(dst->device(), false, bytes);
-  uint8_t* d = static_cast<uint8_t*>(dst->data()) + doff;
-  const uint8_t* s = static_cast<const uint8_t*>(src->data()) + soff;
-  if (dst->device() < 0 && src->device() < 0) {
+  if (dst.device() < 0 && src.device() >= 0) note_transfer(src.device(), true, bytes);
+  if (dst.device() >= 0 && src.device() < 0) note_transfer(dst.device(), false, bytes);
+  uint8_t* d = dst.data();
+  const uint8_t* s = src.data();
+  if (dst.device() < 0 && src.device() < 0) {
     std::memmove(d, s, static_cast<size_t>(bytes));
     return env.Undefined();
   }
 #ifdef KVSIFT_WITH_CUDA
-  int device = dst->device() >= 0 ? dst->device() : src->device();
+  int device = dst.device() >= 0 ? dst.device() : src.device();
   DeviceGuard guard(device);
   CheckCuda(env, op, guard.error());
-  if (dst->device() >= 0 && src->device() >= 0 && dst->device() != src->device()) {
-    CheckCuda(env, op, cudaMemcpyPeerAsync(d, dst->device(), s, src->device(), static_cast<size_t>(bytes), stream));
+  if (dst.device() >= 0 && src.device() >= 0 && dst.device() != src.device()) {
+    CheckCuda(env, op, cudaMemcpyPeerAsync(d, dst.device(), s, src.device(), static_cast<size_t>(bytes), stream));
   } else {
-    CheckCuda(env, op, cudaMemcpyAsync(d, s, static_cast<size_t>(bytes), KindOf(dst->device(), src->device()), stream));
+    // One side at least is a CUDA device (host to host returned above).
+    const cudaMemcpyKind kind = dst.device() < 0   ? cudaMemcpyDeviceToHost
+                                : src.device() < 0 ? cudaMemcpyHostToDevice
+                                                   : cudaMemcpyDeviceToDevice;
+    CheckCuda(env, op, cudaMemcpyAsync(d, s, static_cast<size_t>(bytes), kind, stream));
   }
   // Device -> pageable host copies complete before returning; the rest are stream-ordered.
-  if (dst->device() >= 0) dst->set_stream(stream);
+  if (dst.device() >= 0) dst.buf->set_stream(stream);
 #endif
   return env.Undefined();
 }
@@ -660,22 +661,29 @@ class SyncJob : public AsyncJob {
     if (cuda_error_ != 0) return;
     cuda_error_ = whole_device_ ? cudaDeviceSynchronize() : cudaStreamSynchronize(stream_);
     if (cuda_error_ != 0) return;
-    int bad_index = 0;
-    cuda_error_ = cuda::read_and_clear_index_error(&bad_index, stream_);
-    if (cuda_error_ == 0 && bad_index) {
-      custom_code_ = code::kIndexOutOfRange;
-      custom_message_ = "a gather on cuda:" + std::to_string(device_) +
-                        " met positions outside [0, N); their rows were written as zeros";
-      return;
-    }
-    if (cuda_error_ != 0) return;
-    int bad_retain = 0;
-    cuda_error_ = cuda::read_and_clear_retain_error(&bad_retain, stream_);
-    if (cuda_error_ == 0 && bad_retain) {
-      custom_code_ = code::kIndexOutOfRange;
-      custom_message_ = "a KvCache.retain on cuda:" + std::to_string(device_) +
-                        " met positions that were out of range, repeated or unsorted; it wrote nothing, so "
-                        "keys, values, positions and the `also` tensors are unchanged";
+    // The device's error flags that kernels raise instead of failing, in the order they are read;
+    // the first one raised rejects the promise with its op's message.
+    const std::string on = " on cuda:" + std::to_string(device_);
+    const struct {
+      cudaError_t (*read_and_clear)(int* had_error, cudaStream_t stream);
+      std::string message;
+    } flags[] = {
+        {cuda::read_and_clear_index_error,
+         "a gather" + on + " met positions outside [0, N); their rows were written as zeros"},
+        {cuda::read_and_clear_retain_error,
+         "a KvCache.retain" + on +
+             " met positions that were out of range, repeated or unsorted; it wrote nothing, so "
+             "keys, values, positions and the `also` tensors are unchanged"},
+    };
+    for (const auto& flag : flags) {
+      int raised = 0;
+      cuda_error_ = flag.read_and_clear(&raised, stream_);
+      if (cuda_error_ != 0) return;
+      if (raised) {
+        custom_code_ = code::kIndexOutOfRange;
+        custom_message_ = flag.message;
+        return;
+      }
     }
 #endif
   }
@@ -686,26 +694,27 @@ class SyncJob : public AsyncJob {
   bool whole_device_;
 };
 
-// On the CPU every op completed on return: the promise resolves at once, with no thread involved.
-Napi::Value Resolved(Napi::Env env) {
-  Napi::Promise::Deferred d = Napi::Promise::Deferred::New(env);
-  d.Resolve(env.Undefined());
-  return d.Promise();
+// A promise that settles once the work issued so far on `stream` (or, whole_device, on the whole
+// device) is done. On the CPU every op completed on return: it resolves at once, with no thread
+// involved.
+Napi::Value Synchronized(Napi::Env env, int device, cudaStream_t stream, bool whole_device) {
+  if (device < 0) {
+    Napi::Promise::Deferred d = Napi::Promise::Deferred::New(env);
+    d.Resolve(env.Undefined());
+    return d.Promise();
+  }
+  return AsyncJob::Start(env, std::make_unique<SyncJob>(device, stream, whole_device));
 }
 
 Napi::Value StreamSynchronize(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   int device = GetDevice(env, "stream.synchronize", info[0], "device");
-  cudaStream_t s = GetStream(env, "stream.synchronize", info[1]);
-  if (device < 0) return Resolved(env);
-  return AsyncJob::Start(env, std::make_unique<SyncJob>(device, s, false));
+  return Synchronized(env, device, GetStream(env, "stream.synchronize", info[1]), false);
 }
 
 Napi::Value DeviceSynchronize(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  int device = GetDevice(env, "synchronize", info[0], "device");
-  if (device < 0) return Resolved(env);
-  return AsyncJob::Start(env, std::make_unique<SyncJob>(device, nullptr, true));
+  return Synchronized(env, GetDevice(env, "synchronize", info[0], "device"), nullptr, true);
 }
 
 Napi::Value MemoryStatsJs(const Napi::CallbackInfo& info) {

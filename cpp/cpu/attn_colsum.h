@@ -338,6 +338,20 @@ KVSIFT_ATTN_INLINE void transpose8x8(const float* const* rows, int64_t d0, float
 }
 #endif
 
+// dst[0, D) = the D elements of a K or V row at src, widened to f32 (F16 with the hardware
+// conversion where the CPU has one: exact, like f16_to_f32).
+KVSIFT_ATTN_INLINE void widen_row(const char* src, DType dtype, int64_t D, float* dst) {
+  switch (dtype) {
+    case DType::F32: std::memcpy(dst, src, static_cast<size_t>(D) * 4); break;
+    case DType::BF16: {
+      const uint16_t* h = reinterpret_cast<const uint16_t*>(src);
+      for (int64_t d = 0; d < D; ++d) dst[d] = bf16_to_f32(h[d]);
+      break;
+    }
+    default: f16_to_f32_row(reinterpret_cast<const uint16_t*>(src), dst, D); break;
+  }
+}
+
 // kt[d * Tk + c] = k[b, hkv, j0 + c, d] as f32 for c < n, zero up to the next multiple of 32.
 // Eight keys at a time: their rows are widened to f32 first (into tmp, [8][D]; f32 rows are read
 // in place), then transposed in 8 x 8 blocks.
@@ -354,21 +368,12 @@ void pack_keys(const ColsumCtx& X, const PairInfo& pi, int64_t j0, int64_t n, fl
     const float* rows[8];
     for (int i = 0; i < 8; ++i) {
       const char* src = key(j0 + c + i);
-      float* w = tmp + i * D;
-      switch (P.dtype) {
-        case DType::F32: rows[i] = reinterpret_cast<const float*>(src); continue;
-        case DType::BF16: {
-          const uint16_t* h = reinterpret_cast<const uint16_t*>(src);
-          for (int64_t d = 0; d < D; ++d) w[d] = bf16_to_f32(h[d]);
-          break;
-        }
-        default: {
-          const uint16_t* h = reinterpret_cast<const uint16_t*>(src);
-          f16_to_f32_row(h, w, D);  // hardware conversion (F16C / AVX-512) where present
-          break;
-        }
+      if (P.dtype == DType::F32) {
+        rows[i] = reinterpret_cast<const float*>(src);  // read in place
+        continue;
       }
-      rows[i] = w;
+      widen_row(src, P.dtype, D, tmp + i * D);
+      rows[i] = tmp + i * D;
     }
     int64_t d = 0;
 #if defined(KVSIFT_ATTN_VECTOR_TYPES)
@@ -531,24 +536,29 @@ inline void colsum_pass1(const ColsumCtx& X, int64_t task0, int64_t task1) {
   }
 }
 
-// Per (pair, row): the tile partials become the factors exp(m_t - M) / S, in tile order.
-inline void colsum_combine(const ColsumCtx& X, int64_t i0, int64_t i1) {
+// One row's tile partials (max m[t * stride], sum s[t * stride] for t < ntiles) become the
+// factors exp(m_t - M) / S in s, in tile order: the row's softmax is then e * factor of its tile.
+inline void softmax_factors(const float* m, float* s, int64_t ntiles, int64_t stride) {
   const float ninf = -std::numeric_limits<float>::infinity();
+  float M = ninf;
+  for (int64_t t = 0; t < ntiles; ++t) M = m[t * stride] > M ? m[t * stride] : M;
+  if (M == ninf) {  // the row sees no key at all (a query before the sequence start)
+    for (int64_t t = 0; t < ntiles; ++t) s[t * stride] = 0.0f;
+    return;
+  }
+  float sum = 0.0f;
+  for (int64_t t = 0; t < ntiles; ++t)
+    if (m[t * stride] != ninf) sum += s[t * stride] * std::exp(m[t * stride] - M);
+  for (int64_t t = 0; t < ntiles; ++t)
+    s[t * stride] = m[t * stride] == ninf ? 0.0f : std::exp(m[t * stride] - M) / sum;
+}
+
+// Per (pair, row): the tile partials become the factors.
+inline void colsum_combine(const ColsumCtx& X, int64_t i0, int64_t i1) {
   for (int64_t i = i0; i < i1; ++i) {
     const int64_t local = i / X.R, r = i % X.R;
-    float* m = X.part_m + local * X.ntiles * X.R + r;
-    float* s = X.part_s + local * X.ntiles * X.R + r;
-    float M = ninf;
-    for (int64_t t = 0; t < X.ntiles; ++t) M = m[t * X.R] > M ? m[t * X.R] : M;
-    if (M == ninf) {  // the row sees no key at all (a query before the sequence start)
-      for (int64_t t = 0; t < X.ntiles; ++t) s[t * X.R] = 0.0f;
-      continue;
-    }
-    float sum = 0.0f;
-    for (int64_t t = 0; t < X.ntiles; ++t)
-      if (m[t * X.R] != ninf) sum += s[t * X.R] * std::exp(m[t * X.R] - M);
-    for (int64_t t = 0; t < X.ntiles; ++t)
-      s[t * X.R] = m[t * X.R] == ninf ? 0.0f : std::exp(m[t * X.R] - M) / sum;
+    const int64_t at = local * X.ntiles * X.R + r;
+    softmax_factors(X.part_m + at, X.part_s + at, X.ntiles, X.R);
   }
 }
 
@@ -641,6 +651,34 @@ inline int64_t tile_keys(int64_t D) {
   return std::min<int64_t>(256, std::max<int64_t>(64, t));
 }
 
+// The context of P's tile passes: the shapes, Q's f32 copy qf and the register block of this CPU;
+// the partials and the store (part_m, part_s, store) are the caller's to set.
+inline ColsumCtx colsum_ctx(const ColsumProblem& P, int64_t Tk, int64_t ntiles, const float* qf) {
+  const int64_t G = P.Hq / P.Hkv;
+  // in ColsumCtx's field order: P, G, R, T, D, N, Tk, ntiles, pair0, qf, part_m, part_s, store, isa
+  return ColsumCtx{&P, G, G * P.T, P.T, P.D, P.N, Tk, ntiles, 0, qf, nullptr, nullptr, nullptr, detect_isa()};
+}
+
+// Q of the np pairs from X.pair0 as contiguous f32 rows into qf (what X.qf reads), r = g * T + t.
+inline void pack_queries(const ColsumCtx& X, int64_t np, float* qf) {
+  const ColsumProblem& P = *X.P;
+  const int64_t R = X.R, D = X.D;
+  parallel_for(np * R, std::max<int64_t>(1, 4096 / D), [&](int64_t i0, int64_t i1) {
+    for (int64_t i = i0; i < i1; ++i) {
+      const int64_t pair = X.pair0 + i / R, r = i % R;
+      const int64_t b = pair / P.Hkv, hq = (pair % P.Hkv) * X.G + r / P.T, t = r % P.T;
+      const int64_t off = b * P.q.sB + hq * P.q.sH + t * P.q.sS;
+      for (int64_t d = 0; d < D; ++d) qf[i * D + d] = load_as_f32(P.q.data, off + d, P.dtype);
+    }
+  });
+}
+
+// Scratch of n floats, not value-initialized: every entry is written before it is read, and
+// zeroing megabytes of scratch on every call would cost about as much as a tile pass.
+inline std::unique_ptr<float[]> scratch_floats(int64_t n) {
+  return std::unique_ptr<float[]>(new float[static_cast<size_t>(std::max<int64_t>(n, 1))]);
+}
+
 inline void attn_colsum(const ColsumProblem& P) {
   if (P.B <= 0 || P.Hkv <= 0 || P.Hq <= 0 || P.T <= 0 || P.N <= 0 || P.D <= 0) return;
   if (P.kind == ColsumKind::Snapkv && P.N - P.T <= 0) return;
@@ -664,44 +702,22 @@ inline void attn_colsum(const ColsumProblem& P) {
   }
   chunk = std::min(chunk, pairs);
 
-  // Not value-initialized: every entry is written before it is read, and zeroing megabytes of
-  // scratch on every call would cost about as much as a tile pass.
-  auto buffer = [](int64_t n) { return std::unique_ptr<float[]>(new float[static_cast<size_t>(n)]); };
-  std::unique_ptr<float[]> qf = buffer(chunk * R * D), part_m, part_s, store;
+  std::unique_ptr<float[]> qf = scratch_floats(chunk * R * D), part_m, part_s, store;
   if (!use_lse) {
-    part_m = buffer(chunk * ntiles * R);
-    part_s = buffer(chunk * ntiles * R);
+    part_m = scratch_floats(chunk * ntiles * R);
+    part_s = scratch_floats(chunk * ntiles * R);
   }
-  if (stored) store = buffer(chunk * ntiles * R * Tk);
+  if (stored) store = scratch_floats(chunk * ntiles * R * Tk);
 
-  ColsumCtx X;
-  X.P = &P;
-  X.G = G;
-  X.R = R;
-  X.T = P.T;
-  X.D = D;
-  X.N = N;
-  X.Tk = Tk;
-  X.ntiles = ntiles;
-  X.qf = qf.get();
+  ColsumCtx X = colsum_ctx(P, Tk, ntiles, qf.get());
   X.part_m = part_m.get();
   X.part_s = part_s.get();
   X.store = store.get();
-  X.isa = detect_isa();
 
   for (int64_t p0 = 0; p0 < pairs; p0 += chunk) {
     const int64_t np = std::min(chunk, pairs - p0);
     X.pair0 = p0;
-    // Q of the chunk as contiguous f32 rows, r = g * T + t.
-    float* qdst = qf.get();
-    parallel_for(np * R, std::max<int64_t>(1, 4096 / D), [&](int64_t i0, int64_t i1) {
-      for (int64_t i = i0; i < i1; ++i) {
-        const int64_t pair = p0 + i / R, r = i % R;
-        const int64_t b = pair / P.Hkv, hq = (pair % P.Hkv) * G + r / P.T, t = r % P.T;
-        const int64_t off = b * P.q.sB + hq * P.q.sH + t * P.q.sS;
-        for (int64_t d = 0; d < D; ++d) qdst[i * D + d] = load_as_f32(P.q.data, off + d, P.dtype);
-      }
-    });
+    pack_queries(X, np, qf.get());
     const int64_t tasks = np * ntiles;
     if (!use_lse) {
       parallel_for(tasks, 1, [&](int64_t a, int64_t b) { colsum_pass1(X, a, b); });

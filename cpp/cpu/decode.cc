@@ -29,9 +29,9 @@ constexpr int64_t kDecodeChunkBytes = int64_t{64} << 20;
 
 struct DecodeCtx {
   const DecodeParams* P;
-  ColsumCtx X;         // the attn_colsum context: packing, logits, noisy exponentials
+  ColsumCtx X;         // the attn_colsum context: packing, logits, noisy exponentials; its
+                       // pair0 is the chunk's first pair (pair_info)
   int64_t G, R, T, D, Tk, ntiles;
-  int64_t pair0;
   bool dense, accumulate, plain_is_mass;  // plain_is_mass: H2O (tau 1, no noise)
   float* part_m;       // [chunk pairs, ntiles, R]
   float* part_s;
@@ -106,20 +106,7 @@ void pack_values(const DecodeParams& P, int64_t b, int64_t h, const int64_t* idx
       for (int64_t d = 0; d < D; ++d) dst[d] = 0.0f;
       continue;
     }
-    const char* src = base + idx[c] * P.v.sS * es;
-    switch (P.dtype) {
-      case DType::F32: std::memcpy(dst, src, static_cast<size_t>(D) * 4); break;
-      case DType::BF16: {
-        const uint16_t* s = reinterpret_cast<const uint16_t*>(src);
-        for (int64_t d = 0; d < D; ++d) dst[d] = bf16_to_f32(s[d]);
-        break;
-      }
-      default: {
-        const uint16_t* s = reinterpret_cast<const uint16_t*>(src);
-        for (int64_t d = 0; d < D; ++d) dst[d] = f16_to_f32(s[d]);
-        break;
-      }
-    }
+    widen_row(base + idx[c] * P.v.sS * es, P.dtype, D, dst);
   }
 }
 
@@ -156,25 +143,13 @@ struct DecodeScratch {
   }
 };
 
-PairInfo decode_pair(const DecodeCtx& C, int64_t local) {
-  const DecodeParams& P = *C.P;
-  PairInfo pi;
-  pi.local = local;
-  const int64_t pair = C.pair0 + local;
-  pi.b = pair / P.Hkv;
-  pi.hkv = pair % P.Hkv;
-  const int64_t L = P.seq_lens != nullptr ? P.seq_lens[pi.b] : P.N;
-  pi.L = std::min<int64_t>(std::max<int64_t>(L, 0), P.N);
-  return pi;
-}
-
 KVSIFT_ATTN_CLONES
 void decode_pass1(const DecodeCtx& C, int64_t task0, int64_t task1) {
   const DecodeParams& P = *C.P;
   DecodeScratch S(C);
   const int64_t R = C.R, D = C.D, Tk = C.Tk;
   for (int64_t task = task0; task < task1; ++task) {
-    const PairInfo pi = decode_pair(C, task / C.ntiles);
+    const PairInfo pi = pair_info(C.X, task / C.ntiles);
     const int64_t tile = task % C.ntiles;
     const int64_t i0 = tile * Tk;
     const int64_t slot = pi.local * C.ntiles + tile;
@@ -251,7 +226,7 @@ void decode_combine(const DecodeCtx& C, int64_t i0, int64_t i1) {
   std::vector<float> o(static_cast<size_t>(D));
   for (int64_t i = i0; i < i1; ++i) {
     const int64_t local = i / R, r = i % R;
-    const PairInfo pi = decode_pair(C, local);
+    const PairInfo pi = pair_info(C.X, local);
     const int64_t hq = pi.hkv * C.G + r / C.T, t = r % C.T;
     const float* m = C.part_m + local * nt * R + r;
     const float* s = C.part_s + local * nt * R + r;
@@ -287,20 +262,7 @@ void decode_combine(const DecodeCtx& C, int64_t i0, int64_t i1) {
       }
     }
     if (P.lse != nullptr) P.lse[(pi.b * P.Hq + hq) * C.T + t] = lse;
-    if (C.accumulate) {
-      float* mm = C.mass_m + local * nt * R + r;
-      float* ms = C.mass_s + local * nt * R + r;
-      float Mm = kNegInf;
-      for (int64_t k = 0; k < nt; ++k) Mm = mm[k * R] > Mm ? mm[k * R] : Mm;
-      if (Mm == kNegInf) {
-        for (int64_t k = 0; k < nt; ++k) ms[k * R] = 0.0f;
-        continue;
-      }
-      float sum = 0.0f;
-      for (int64_t k = 0; k < nt; ++k)
-        if (mm[k * R] != kNegInf) sum += ms[k * R] * std::exp(mm[k * R] - Mm);
-      for (int64_t k = 0; k < nt; ++k) ms[k * R] = mm[k * R] == kNegInf ? 0.0f : std::exp(mm[k * R] - Mm) / sum;
-    }
+    if (C.accumulate) softmax_factors(C.mass_m + local * nt * R + r, C.mass_s + local * nt * R + r, nt, R);
   }
 }
 
@@ -309,7 +271,7 @@ void decode_pass2(const DecodeCtx& C, int64_t task0, int64_t task1) {
   const DecodeParams& P = *C.P;
   std::vector<float> acc(static_cast<size_t>(C.Tk));
   for (int64_t task = task0; task < task1; ++task) {
-    const PairInfo pi = decode_pair(C, task / C.ntiles);
+    const PairInfo pi = pair_info(C.X, task / C.ntiles);
     const int64_t tile = task % C.ntiles;
     const int64_t j0 = tile * C.Tk;
     const int64_t slot = pi.local * C.ntiles + tile;
@@ -331,24 +293,12 @@ void decode_attention(const DecodeParams& P) {
   const bool dense = P.selection == DecodeSelection::Dense;
   const bool accumulate = dense && P.scores != nullptr && P.N > 0;
 
-  ColsumProblem CP{};
-  CP.kind = ColsumKind::Accumulate;
-  CP.q = P.q;
-  CP.k = P.k;
-  CP.dtype = P.dtype;
-  CP.B = P.B;
-  CP.Hq = P.Hq;
-  CP.Hkv = P.Hkv;
-  CP.T = P.T;
-  CP.N = P.N;
-  CP.D = P.D;
-  CP.seq_lens = P.seq_lens;
-  CP.scale = P.scale;
-  CP.tau = accumulate ? P.tau : 1.0f;
+  // The masses of the fused accumulation are keyformer.accumulate's (tau 1 without it: the
+  // plain logits); their column sums go to P.scores in decode_pass2, not through CP.out.
+  ColsumProblem CP = colsum_problem(ColsumKind::Accumulate, P, P.T, accumulate ? P.tau : 1.0f, nullptr);
   CP.noise = accumulate && P.noise == NoiseKind::Gumbel;
   CP.seed = P.seed;
   CP.step = P.step;
-  CP.group_reduce = GroupReduce::Sum;
 
   // The longest selection sets the tile count (a function of the shapes and the selection only).
   int64_t longest = 0;
@@ -362,14 +312,13 @@ void decode_attention(const DecodeParams& P) {
 
   const int64_t per_pair = ntiles * R * (2 + D) * 4 + R * D * 4 + (accumulate ? ntiles * R * (2 + Tk) * 4 : 0);
   const int64_t chunk = std::min<int64_t>(pairs, std::max<int64_t>(1, kDecodeChunkBytes / per_pair));
-  auto buffer = [](int64_t n) { return std::unique_ptr<float[]>(new float[static_cast<size_t>(std::max<int64_t>(n, 1))]); };
-  std::unique_ptr<float[]> qf = buffer(chunk * R * D), part_m = buffer(chunk * ntiles * R),
-                           part_s = buffer(chunk * ntiles * R), part_o = buffer(chunk * ntiles * R * D),
+  std::unique_ptr<float[]> qf = scratch_floats(chunk * R * D), part_m = scratch_floats(chunk * ntiles * R),
+                           part_s = scratch_floats(chunk * ntiles * R), part_o = scratch_floats(chunk * ntiles * R * D),
                            mass_m, mass_s, store;
   if (accumulate) {
-    mass_m = buffer(chunk * ntiles * R);
-    mass_s = buffer(chunk * ntiles * R);
-    store = buffer(chunk * ntiles * R * Tk);
+    mass_m = scratch_floats(chunk * ntiles * R);
+    mass_s = scratch_floats(chunk * ntiles * R);
+    store = scratch_floats(chunk * ntiles * R * Tk);
   }
 
   DecodeCtx C;
@@ -389,34 +338,13 @@ void decode_attention(const DecodeParams& P) {
   C.mass_m = mass_m.get();
   C.mass_s = mass_s.get();
   C.store = store.get();
-  ColsumCtx& X = C.X;
-  X.P = &CP;
-  X.G = G;
-  X.R = R;
-  X.T = P.T;
-  X.D = D;
-  X.N = P.N;
-  X.Tk = Tk;
-  X.ntiles = ntiles;
-  X.qf = qf.get();
-  X.part_m = nullptr;
-  X.part_s = nullptr;
-  X.store = nullptr;
-  X.isa = detect_isa();
+  // attn_colsum's context packs and multiplies; its partials and store stay unused (null).
+  C.X = colsum_ctx(CP, Tk, ntiles, qf.get());
 
   for (int64_t p0 = 0; p0 < pairs; p0 += chunk) {
     const int64_t np = std::min(chunk, pairs - p0);
-    C.pair0 = p0;
-    X.pair0 = p0;
-    float* qdst = qf.get();
-    parallel_for(np * R, std::max<int64_t>(1, 4096 / D), [&](int64_t i0, int64_t i1) {
-      for (int64_t i = i0; i < i1; ++i) {
-        const int64_t pair = p0 + i / R, r = i % R;
-        const int64_t b = pair / P.Hkv, hq = (pair % P.Hkv) * G + r / P.T, t = r % P.T;
-        const int64_t off = b * P.q.sB + hq * P.q.sH + t * P.q.sS;
-        for (int64_t d = 0; d < D; ++d) qdst[i * D + d] = load_as_f32(P.q.data, off + d, P.dtype);
-      }
-    });
+    C.X.pair0 = p0;
+    pack_queries(C.X, np, qf.get());
     const int64_t tasks = np * ntiles;
     parallel_for(tasks, 1, [&](int64_t a, int64_t b) { decode_pass1(C, a, b); });
     parallel_for(np * R, 16, [&](int64_t a, int64_t b) { decode_combine(C, a, b); });

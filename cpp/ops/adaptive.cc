@@ -9,47 +9,47 @@
 namespace kvsift::ops {
 namespace {
 
+// The heads of the scores: a dense [B, H, N] tensor, or [rows] in the ragged layout given as
+// options.ragged (no buffers for a dense input). Sets p.heads (B and H either way) and p.N (0
+// for a ragged input, whose heads carry their own live lengths).
+struct ScoreHeads {
+  RaggedArgs ragged;
+  int64_t B, H;
+};
+ScoreHeads GetScoreHeads(const Call& c, const TensorArg& s, AdaptiveSelectParams& p) {
+  Napi::Value rv = c.option("ragged");
+  if (!rv.IsUndefined() && !rv.IsNull()) {
+    if (s.rank() != 1) c.invalid("scores", "an f32 tensor [rows] for a ragged input", ShapeText(s.shape));
+    RaggedArgs ragged = GetRagged(c, rv, s.numel);
+    p.heads = ragged.heads;
+    p.N = 0;
+    return {ragged, p.heads.B, p.heads.H};
+  }
+  if (s.rank() != 3) c.invalid("scores", "an f32 tensor [B, H, N]", ShapeText(s.shape));
+  p.N = s.dim(2);
+  if (s.dim(0) * s.dim(1) * p.N >= (int64_t{1} << 31)) c.invalid("scores", "fewer than 2^31 entries", ShapeText(s.shape));
+  p.heads.B = static_cast<int32_t>(s.dim(0));
+  p.heads.H = static_cast<int32_t>(s.dim(1));
+  return {RaggedArgs{}, s.dim(0), s.dim(1)};
+}
+
 // adaptiveSelect(scores, positions, indptr, { budget, minPerHead, window, lengths?,
 //                ragged?: { batch, heads, indptr, lens? } }, stream?)
 // scores: f32 [B, H, N] (dense) or f32 [rows] with options.ragged. positions: i32 [B * budget];
 // indptr: i32 [B * H + 1] (outputs).
 Napi::Value AdaptiveSelect(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  const std::string op = "adaptive.select";
-  Napi::Object o = GetOptions(env, op, info[3]);
-  TensorArg s = GetTensor(env, op, info[0], "scores", kAnyRank, {DType::F32});
-  TensorArg pos = GetTensor(env, op, info[1], "positions", 1, {DType::I32});
-  TensorArg ind = GetTensor(env, op, info[2], "indptr", 1, {DType::I32});
-  int device = SameDevice(env, op, {&s, &pos, &ind});
-  cudaStream_t stream = GetStream(env, op, info[4]);
+  Call c(info, "adaptive.select", 3);
+  auto [s, pos, ind] = c.tensors({{0, "scores", kAnyRank, {DType::F32}}, {1, "positions", 1, {DType::I32}}, {2, "indptr", 1, {DType::I32}}});
   AdaptiveSelectParams p{};
-  RaggedArgs ragged;
-  Napi::Value rv = o.Get("ragged");
-  const bool is_ragged = !rv.IsUndefined() && !rv.IsNull();
-  int64_t B, H;
-  if (is_ragged) {
-    if (s.rank() != 1) ThrowInvalid(env, op, "scores", "an f32 tensor [rows] for a ragged input", ShapeText(s.shape));
-    ragged = GetRagged(env, op, GetOptions(env, op, rv), s.numel, device);
-    p.heads = ragged.heads;
-    B = p.heads.B;
-    H = p.heads.H;
-    p.N = 0;
-  } else {
-    if (s.rank() != 3) ThrowInvalid(env, op, "scores", "an f32 tensor [B, H, N]", ShapeText(s.shape));
-    B = s.dim(0);
-    H = s.dim(1);
-    p.N = s.dim(2);
-    if (B * H * p.N >= (int64_t{1} << 31)) ThrowInvalid(env, op, "scores", "fewer than 2^31 entries", ShapeText(s.shape));
-    p.heads.B = static_cast<int32_t>(B);
-    p.heads.H = static_cast<int32_t>(H);
-  }
-  const int64_t budget = GetInt(env, op, o.Get("budget"), "budget", 1, INT32_MAX);
-  const int64_t mph = GetInt(env, op, o.Get("minPerHead"), "minPerHead", 0, INT32_MAX);
-  const int64_t window = GetInt(env, op, o.Get("window"), "window", 0, INT32_MAX);
-  if (B * budget >= (int64_t{1} << 31)) ThrowInvalid(env, op, "budget", "B * budget below 2^31", std::to_string(budget));
-  ExpectShape(env, op, pos, "positions", {B * budget});
-  ExpectShape(env, op, ind, "indptr", {B * H + 1});
-  Lengths lens(env, op, is_ragged ? env.Undefined() : o.Get("lengths"), "lengths", B, 0, p.N, device, stream);
+  auto [ragged, B, H] = GetScoreHeads(c, s, p);
+  const bool is_ragged = ragged.indptr.buffer != nullptr;
+  const int64_t budget = c.integer("budget", 1, INT32_MAX);
+  const int64_t mph = c.integer("minPerHead", 0, INT32_MAX);
+  const int64_t window = c.integer("window", 0, INT32_MAX);
+  if (B * budget >= (int64_t{1} << 31)) c.invalid("budget", "B * budget below 2^31", std::to_string(budget));
+  c.expect_shape(pos, "positions", {B * budget});
+  c.expect_shape(ind, "indptr", {B * H + 1});
+  Lengths lens(c.env, c.op, is_ragged ? c.env.Undefined() : c.option("lengths"), "lengths", B, 0, p.N, c.device, c.stream);
   p.scores = static_cast<const float*>(s.data);
   p.lengths = lens.ptr();
   p.budget = static_cast<int32_t>(budget);
@@ -57,18 +57,9 @@ Napi::Value AdaptiveSelect(const Napi::CallbackInfo& info) {
   p.window = static_cast<int32_t>(window);
   p.positions = static_cast<int32_t*>(pos.data);
   p.indptr = static_cast<int32_t*>(ind.data);
-  Dispatch d(env, op, device, stream);
-  d.run([&] { cpu::adaptive_select(p); },
-        [&] {
-          Temp ws(env, op, device, KVSIFT_CUDA_CALL(cuda::adaptive_select_workspace_bytes(p)), stream);
-          return KVSIFT_CUDA_CALL(cuda::adaptive_select(p, ws.get(), stream));
-        },
-        {&s, &pos, &ind});
-  if (is_ragged && device >= 0) {
-    ragged.indptr.buffer->set_stream(stream);
-    if (ragged.has_lens) ragged.lens.buffer->set_stream(stream);
-  }
-  return env.Undefined();
+  return c.run([&] { cpu::adaptive_select(p); }, [&] { return KVSIFT_CUDA_CALL(cuda::adaptive_select_workspace_bytes(p)); },
+               [&](void* ws) { return KVSIFT_CUDA_CALL(cuda::adaptive_select(p, ws, c.stream)); },
+               {&s, &pos, &ind, &ragged.indptr, &ragged.lens});
 }
 
 }  // namespace

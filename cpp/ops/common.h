@@ -7,6 +7,7 @@
 #include <napi.h>
 
 #include <array>
+#include <cfloat>
 #include <cmath>
 #include <memory>
 #include <string>
@@ -141,6 +142,15 @@ class Lengths {
   const int32_t* ptr_ = nullptr;
 };
 
+// Records `stream` on the tensors an op used, so their frees are ordered after its work. An
+// optional tensor the call did not get (a default TensorArg, no buffer) is skipped, so entries
+// list their optional tensors (lse, positions, a ragged layout's lens) with the others.
+inline void Touch(cudaStream_t stream, std::initializer_list<const TensorArg*> ts) {
+  for (const TensorArg* t : ts) {
+    if (t->buffer != nullptr) t->buffer->set_stream(stream);
+  }
+}
+
 // Runs the CPU function or the CUDA launcher on the tensors' device.
 struct Dispatch {
   Napi::Env env;
@@ -163,7 +173,7 @@ struct Dispatch {
     CheckCuda(env, op, err);
   }
   // The tail every op shares: the CPU backend, or the CUDA launcher with its error checked and
-  // the stream recorded on the tensors it touched (their frees are ordered on it).
+  // the stream recorded on the tensors it touched (their frees are ordered on it; see Touch).
   template <typename CpuFn, typename CudaFn>
   void run(CpuFn&& cpu_fn, CudaFn&& cuda_fn, std::initializer_list<const TensorArg*> touched) {
     if (device < 0) {
@@ -171,7 +181,7 @@ struct Dispatch {
       return;
     }
     cuda_result(cuda_fn());
-    for (const TensorArg* t : touched) t->buffer->set_stream(stream);
+    Touch(stream, touched);
   }
   // Runs a CPU backend call; its scratch allocations may fail.
   template <typename F>
@@ -185,10 +195,6 @@ struct Dispatch {
     }
   }
 };
-
-inline void Touch(cudaStream_t stream, std::initializer_list<const TensorArg*> ts) {
-  for (const TensorArg* t : ts) t->buffer->set_stream(stream);
-}
 
 
 inline constexpr std::initializer_list<DType> kFloatTypes = {DType::F32, DType::F16, DType::BF16};
@@ -226,6 +232,10 @@ class Call {
       : env(info.Env()), op(std::move(op_name)), o(GetOptions(env, op, info[options_at])), info_(info), options_at_(options_at) {}
 
   int layout() const { return Layout(env, op, o); }
+
+  // An entry behind several public ops takes the name its options select (decode.sparseAttention,
+  // quest.update, the callers of raggedGather); until then its messages use the first name.
+  void serve_as(std::string name) { op = std::move(name); }
 
   // The tensors, then `device` (they must share it) and `stream`.
   template <size_t N>
@@ -277,8 +287,20 @@ class Call {
                touched);
   }
 
+  // The same for a CPU function that returns how many indices fell out of range (writing their
+  // rows as zeros): a count > 0 throws ERR_INDEX_OUT_OF_RANGE, "<op>: <count> <what>". A CUDA
+  // kernel raises the device's out-of-range flag instead, which synchronize() reports.
+  template <typename CpuFn, typename CudaFn>
+  Napi::Value run_counted(CpuFn&& cpu_fn, CudaFn&& cuda_fn, const std::string& what,
+                          std::initializer_list<const TensorArg*> touched) {
+    int64_t bad = 0;
+    run([&] { bad = cpu_fn(); }, std::forward<CudaFn>(cuda_fn), touched);
+    if (bad != 0) Throw(env, code::kIndexOutOfRange, op + ": " + std::to_string(bad) + " " + what);
+    return env.Undefined();
+  }
+
   Napi::Env env;
-  const std::string op;
+  std::string op;
   const Napi::Object o;
   int device = -1;
   cudaStream_t stream = nullptr;
@@ -292,23 +314,52 @@ class Call {
   int options_at_;
 };
 
-// The rows of an f32 input of rank >= 1 (topk's scores, pool's votes), checked.
-inline Rows F32Rows(const Call& c, const TensorArg& in, const char* name) {
-  if (in.dtype != DType::F32 || in.rank() < 1) c.invalid(name, "an f32 tensor of rank >= 1", dtype_name(in.dtype));
-  return RowsOf(in);
+// The two tensors of the row ops (topk's scores, pool's votes): an f32 input of rank >= 1, seen
+// as rows, and the op's output; their shapes are the op's to check.
+struct RowsInOut {
+  TensorArg in, out;
+  Rows rows;
+};
+inline RowsInOut F32RowsInOut(Call& c, const char* in_name) {
+  auto [in, out] = c.tensors({{0, in_name, kAnyRank, {}}, {1, "out", kAnyRank, {}}});
+  if (in.dtype != DType::F32 || in.rank() < 1) c.invalid(in_name, "an f32 tensor of rank >= 1", dtype_name(in.dtype));
+  const Rows rows = RowsOf(in);
+  return {std::move(in), std::move(out), rows};
 }
 
-// Queries [B, Hq, T, D] and keys [B, Hkv, N, D] of the attention ops: one dtype, and their
-// logical dims in the call's layout.
+// Queries [B, Hq, T, D] and keys [B, Hkv, N, D] of the attention ops: their logical dims in the
+// call's layout.
 struct QueryKeys {
   Dims qd, kd;
 };
-inline QueryKeys CheckQueryKeys(const Call& c, const TensorArg& q, const TensorArg& k, int layout) {
+
+// The arguments of the attention-score entries (snapkvScores, accumulate): queries and keys of one
+// dtype in the call's layout, and the f32 [B, H, N]-like tensor `scores_name` they write.
+struct AttentionScoreArgs {
+  int layout;
+  TensorArg q, k, scores;
+  QueryKeys d;
+};
+inline AttentionScoreArgs GetAttentionScoreArgs(Call& c, const char* scores_name) {
+  const int layout = c.layout();
+  auto [q, k, scores] = c.tensors({{0, "queries", 4, kFloatTypes}, {1, "keys", 4, kFloatTypes}, {2, scores_name, 3, {DType::F32}}});
   if (q.dtype != k.dtype) c.invalid("queries.dtype", std::string("keys' dtype ") + dtype_name(k.dtype), dtype_name(q.dtype));
-  return {DimsOf(q, layout), DimsOf(k, layout)};
+  const QueryKeys d{DimsOf(q, layout), DimsOf(k, layout)};
+  return {layout, std::move(q), std::move(k), std::move(scores), d};
 }
 
-// The fields the attention ops' params share (SnapkvScoresParams, AccumulateParams).
+// Keys [B, Hkv, N, D] (decode's, Quest's) whose token and (batch, head) indices the kernels
+// take in int32: checked, then narrowed.
+struct KeyDims32 {
+  int32_t B, H, N, D;
+};
+inline KeyDims32 KeysInt32(const Call& c, const TensorArg& k, const Dims& kd) {
+  if (kd.S > INT32_MAX || kd.B * kd.H > INT32_MAX) c.invalid("keys.shape", "N and B*Hkv below 2^31", ShapeText(k.shape));
+  return {static_cast<int32_t>(kd.B), static_cast<int32_t>(kd.H), static_cast<int32_t>(kd.S), static_cast<int32_t>(kd.D)};
+}
+
+// The fields the attention ops' params share (SnapkvScoresParams, AccumulateParams, DecodeParams),
+// with the softmax scale 1/sqrt(D).
 template <typename Params>
 void SetQueryKeys(Params& p, const TensorArg& q, const TensorArg& k, int layout, const QueryKeys& d,
                   const int32_t* seq_lens) {
@@ -322,6 +373,25 @@ void SetQueryKeys(Params& p, const TensorArg& q, const TensorArg& k, int layout,
   p.D = static_cast<int32_t>(d.kd.D);
   p.seq_lens = seq_lens;
   p.scale = 1.0f / std::sqrt(static_cast<float>(d.kd.D));
+}
+
+// Keyformer's temperature (accumulate, decode's fused accumulation, the ragged accumulate): the
+// kernels divide by it in f32, so it must be a normal f32 with a finite reciprocal there.
+inline float F32Tau(const Call& c, double tau) {
+  const float tau_f = static_cast<float>(tau);
+  if (!(tau > 0) || !(tau_f >= FLT_MIN) || !std::isfinite(tau_f) || !std::isfinite(1.0f / tau_f)) {
+    c.invalid("tau", "a positive number representable in f32", describe(c.option("tau")));
+  }
+  return tau_f;
+}
+
+// Keyformer's Gumbel noise, as the params that draw it name it (AccumulateParams, DecodeParams,
+// RaggedAccumulateParams): the kind, then the Philox seed and step.
+template <typename Params>
+void SetNoise(const Call& c, Params& p) {
+  p.noise = static_cast<NoiseKind>(c.integer("noise", 0, 1));
+  p.seed = c.u64("seed");
+  p.step = c.u64("step");
 }
 
 // Op entries register themselves with the export table (cpp/addon.cc) from their own file.

@@ -33,24 +33,16 @@ Napi::Value Gather(const Napi::CallbackInfo& info) {
   p.positions = static_cast<const int32_t*>(pos.data);
   p.pos_sB = pos.dim(1) * K;
   p.pos_sH = pos.dim(1) == 1 ? 0 : K;
-  Dispatch d(c.env, c.op, c.device, c.stream);
-  if (c.device < 0) {
-    // Check every position before writing anything: a failed op leaves `out` untouched.
+  // The CPU checks every position before writing anything: a failed op leaves `out` untouched.
+  const int64_t npos = pos.numel;
+  auto cpu_gather = [&] {
     const int32_t* pp = p.positions;
     int64_t bad = 0;
-    for (int64_t i = 0; i < pos.numel; ++i) bad += (pp[i] < 0 || pp[i] >= cd.S) ? 1 : 0;
-    if (bad == 0) bad = d.cpu([&] { return cpu::gather(p); });
-    if (bad != 0) {
-      Throw(c.env, code::kIndexOutOfRange,
-            c.op + ": " + std::to_string(bad) + " positions fall outside [0, " + std::to_string(cd.S) + ")");
-    }
-  } else {
-#ifdef KVSIFT_WITH_CUDA
-    d.cuda_result(cuda::gather(p, c.stream));
-    Touch(c.stream, {&cache, &pos, &out});
-#endif
-  }
-  return c.env.Undefined();
+    for (int64_t i = 0; i < npos; ++i) bad += (pp[i] < 0 || pp[i] >= cd.S) ? 1 : 0;
+    return bad != 0 ? bad : cpu::gather(p);
+  };
+  return c.run_counted(cpu_gather, [&] { return KVSIFT_CUDA_CALL(cuda::gather(p, c.stream)); },
+                       "positions fall outside [0, " + std::to_string(cd.S) + ")", {&cache, &pos, &out});
 }
 
 // fillWindow(positions, { window, n, rowStride, rowsPerBatch, seqLens? }, stream?)

@@ -7,8 +7,7 @@ namespace {
 // pool1d(input, out, { kernel, kind, lengths?, rowsPerBatch }, stream?)
 Napi::Value Pool1d(const Napi::CallbackInfo& info) {
   Call c(info, "snapkv.pool", 2);
-  auto [in, out] = c.tensors({{0, "votes", kAnyRank, {}}, {1, "out", kAnyRank, {}}});
-  Rows r = F32Rows(c, in, "votes");
+  auto [in, out, r] = F32RowsInOut(c, "votes");
   if (out.dtype != DType::F32 || out.shape != in.shape) c.invalid("out", "an f32 tensor shaped like votes", ShapeText(out.shape));
   if (in.data == out.data) c.invalid("out", "a tensor distinct from votes", "the same buffer");
   int64_t kernel = c.integer("kernel", 1, 1 << 20);

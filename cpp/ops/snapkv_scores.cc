@@ -7,9 +7,7 @@ namespace {
 // snapkvScores(queries, keys, out, { window, groupReduce, layout, seqLens?, lse? }, stream?)
 Napi::Value SnapkvScores(const Napi::CallbackInfo& info) {
   Call c(info, "snapkv.scores", 3);
-  int layout = c.layout();
-  auto [q, k, out] = c.tensors({{0, "queries", 4, kFloatTypes}, {1, "keys", 4, kFloatTypes}, {2, "out", 3, {DType::F32}}});
-  QueryKeys d = CheckQueryKeys(c, q, k, layout);
+  auto [layout, q, k, out, d] = GetAttentionScoreArgs(c, "out");
   int64_t W = c.integer("window", 1, d.kd.S);
   int64_t gr = c.integer("groupReduce", 0, 3);
   if (d.qd.B != d.kd.B || d.qd.D != d.kd.D || d.qd.S != W || d.kd.H == 0 || d.qd.H == 0 || d.kd.D == 0 || d.qd.H % d.kd.H != 0) {
@@ -33,7 +31,7 @@ Napi::Value SnapkvScores(const Napi::CallbackInfo& info) {
   p.group_reduce = static_cast<GroupReduce>(gr);
   p.out = static_cast<float*>(out.data);
   return c.run([&] { cpu::snapkv_scores(p); }, [&] { return KVSIFT_CUDA_CALL(cuda::snapkv_scores_workspace_bytes(p)); },
-               [&](void* ws) { return KVSIFT_CUDA_CALL(cuda::snapkv_scores(p, ws, c.stream)); }, {&q, &k, &out});
+               [&](void* ws) { return KVSIFT_CUDA_CALL(cuda::snapkv_scores(p, ws, c.stream)); }, {&q, &k, &out, &lse_t});
 }
 
 }  // namespace

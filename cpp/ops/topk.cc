@@ -8,8 +8,7 @@ namespace {
 // R rows of outRowStride i32. lengths (per batch, the first dim) limit each row's valid entries.
 Napi::Value Topk(const Napi::CallbackInfo& info) {
   Call c(info, "topk", 2);
-  auto [in, out] = c.tensors({{0, "scores", kAnyRank, {}}, {1, "out", kAnyRank, {}}});
-  Rows r = F32Rows(c, in, "scores");
+  auto [in, out, r] = F32RowsInOut(c, "scores");
   if (out.dtype != DType::I32) c.invalid("out.dtype", "i32", dtype_name(out.dtype));
   int64_t k = c.integer("k", 1, std::max<int64_t>(r.M, 1));
   int64_t stride = c.has("outRowStride") ? c.integer("outRowStride", k, int64_t{1} << 31) : k;

@@ -66,6 +66,19 @@ struct Tensor {
 uint16_t to_half_bits(float f, DType t) { return t == DType::F16 ? cpu::f32_to_f16(f) : cpu::f32_to_bf16(f); }
 float from_half_bits(uint16_t h, DType t) { return t == DType::F16 ? cpu::f16_to_f32(h) : cpu::bf16_to_f32(h); }
 
+// Element (b, h, s, d) of x: f rounded to the dtype, in the bytes and as the logical value.
+void set_value(Tensor& x, DType t, int64_t b, int64_t h, int64_t s, int64_t d, float f) {
+  const int64_t off = b * x.view.sB + h * x.view.sH + s * x.view.sS + d;
+  if (t == DType::F32) {
+    std::memcpy(x.bytes.data() + off * 4, &f, 4);
+  } else {
+    uint16_t hb = to_half_bits(f, t);
+    std::memcpy(x.bytes.data() + off * 2, &hb, 2);
+    f = from_half_bits(hb, t);
+  }
+  x.val[static_cast<size_t>(((b * x.H + h) * x.S + s) * x.D + d)] = f;
+}
+
 Tensor make_tensor(int64_t B, int64_t H, int64_t S, int64_t D, DType t, Layout lay, float sigma) {
   Tensor x;
   x.B = B;
@@ -90,36 +103,13 @@ Tensor make_tensor(int64_t B, int64_t H, int64_t S, int64_t D, DType t, Layout l
   const int64_t total = B * sB + 1;
   const int64_t es = t == DType::F32 ? 4 : 2;
   x.bytes.assign(static_cast<size_t>(total * es), 0xff);  // padding reads as NaN if touched
+  x.view = View4{x.bytes.data(), sB, sH, sS};
   std::normal_distribution<float> normal(0.f, sigma);
   for (int64_t b = 0; b < B; ++b)
     for (int64_t h = 0; h < H; ++h)
       for (int64_t s = 0; s < S; ++s)
-        for (int64_t d = 0; d < D; ++d) {
-          float f = normal(rng);
-          const int64_t off = b * sB + h * sH + s * sS + d;
-          if (t == DType::F32) {
-            std::memcpy(x.bytes.data() + off * 4, &f, 4);
-          } else {
-            uint16_t hb = to_half_bits(f, t);
-            std::memcpy(x.bytes.data() + off * 2, &hb, 2);
-            f = from_half_bits(hb, t);
-          }
-          x.val[static_cast<size_t>(((b * H + h) * S + s) * D + d)] = f;
-        }
-  x.view = View4{x.bytes.data(), sB, sH, sS};
+        for (int64_t d = 0; d < D; ++d) set_value(x, t, b, h, s, d, normal(rng));
   return x;
-}
-
-void set_value(Tensor& x, DType t, int64_t b, int64_t h, int64_t s, int64_t d, float f) {
-  const int64_t off = b * x.view.sB + h * x.view.sH + s * x.view.sS + d;
-  if (t == DType::F32) {
-    std::memcpy(x.bytes.data() + off * 4, &f, 4);
-  } else {
-    uint16_t hb = to_half_bits(f, t);
-    std::memcpy(x.bytes.data() + off * 2, &hb, 2);
-    f = from_half_bits(hb, t);
-  }
-  x.val[static_cast<size_t>(((b * x.H + h) * x.S + s) * x.D + d)] = f;
 }
 
 double dot_ref(const Tensor& q, int64_t b, int64_t hq, int64_t t, const Tensor& k, int64_t hk,
@@ -301,11 +291,38 @@ struct Stats {
 
 uint64_t g_hash = 1469598103934665603ull;
 
+// The heads and sizes every random case draws first, in this order: G query heads per KV head,
+// Hkv, B, D (Hq = G * Hkv).
+struct Heads {
+  int64_t G, Hkv, Hq, B, D;
+};
+Heads random_heads() {
+  Heads h;
+  h.G = pick<int64_t>({1, 4, 8});
+  h.Hkv = rand_int(1, 3);
+  h.Hq = h.G * h.Hkv;
+  h.B = rand_int(1, 3);
+  h.D = pick<int64_t>({64, 128, 40});
+  return h;
+}
+
+// printf into a std::string.
+template <typename... Args>
+std::string fmt(const char* format, Args... args) {
+  char buf[256];
+  std::snprintf(buf, sizeof buf, format, args...);
+  return buf;
+}
+
+// The start of a case's name: "<op> B.. Hq.. Hkv.. <lengths> D.. <dtype> <layout>".
+std::string case_name(const char* op, const Heads& h, const std::string& lengths, DType dt, Layout lay) {
+  return fmt("%s B%" PRId64 " Hq%" PRId64 " Hkv%" PRId64 " %s D%" PRId64 " %s %s", op, h.B, h.Hq, h.Hkv,
+             lengths.c_str(), h.D, dtype_name(dt), layout_name(lay));
+}
+
 void snapkv_case(Stats& st, bool verbose) {
-  const int64_t G = pick<int64_t>({1, 4, 8});
-  const int64_t Hkv = rand_int(1, 3), Hq = G * Hkv;
-  const int64_t B = rand_int(1, 3);
-  const int64_t D = pick<int64_t>({64, 128, 40});
+  const Heads h = random_heads();
+  const int64_t G = h.G, Hkv = h.Hkv, Hq = h.Hq, B = h.B, D = h.D;
   const int64_t W = pick<int64_t>({1, 7, 16, 32, 33});
   const int64_t N = W + pick<int64_t>({0, 1, 100, 300, 513, 777});
   const DType dt = pick<DType>({DType::F32, DType::F16, DType::BF16});
@@ -357,23 +374,20 @@ void snapkv_case(Stats& st, bool verbose) {
   p.out = out.data();
   cpu::snapkv_scores(p);
 
-  char name[256];
-  std::snprintf(name, sizeof name,
-                "snapkv B%" PRId64 " Hq%" PRId64 " Hkv%" PRId64 " N%" PRId64 " W%" PRId64
-                " D%" PRId64 " %s %s %s lens=%d lse=%d nan=%d sigma=%.1f",
-                B, Hq, Hkv, N, W, D, dtype_name(dt), layout_name(lay), reduce_name(red),
-                use_lens, use_lse, with_nan, sigma);
+  const std::string name = case_name("snapkv", h, fmt("N%" PRId64 " W%" PRId64, N, W), dt, lay) +
+                           fmt(" %s lens=%d lse=%d nan=%d sigma=%.1f", reduce_name(red), use_lens, use_lse,
+                               with_nan, sigma);
   const std::vector<double> want = ref_snapkv(q, k, B, Hq, Hkv, N, W, use_lens ? &lens : nullptr,
                                               use_lse ? &lse : nullptr, red, scale);
   const double e = compare(out.data(), want, B * Hout, M, name);
-  check(out[static_cast<size_t>(B * Hout * M)] == 12345.0f, std::string(name) + ": wrote past out");
+  check(out[static_cast<size_t>(B * Hout * M)] == 12345.0f, name + ": wrote past out");
   // Entries j >= L - W of short rows are exact zeros.
   bool zeros = true;
   for (int64_t b = 0; b < B; ++b)
     for (int64_t h = 0; h < Hout; ++h)
       for (int64_t j = lens[b] - W; j < M; ++j)
         zeros = zeros && out[static_cast<size_t>((b * Hout + h) * M + j)] == 0.0f;
-  check(zeros, std::string(name) + ": zeros past L - W");
+  check(zeros, name + ": zeros past L - W");
 
   // The other paths of the core give the very same bits (from an output of -1s: every vote written).
   std::vector<float> start(out.size(), -1.0f);
@@ -383,14 +397,12 @@ void snapkv_case(Stats& st, bool verbose) {
   g_hash = hash_floats(out.data(), out.size(), g_hash);
   st.worst = std::max(st.worst, e);
   ++st.cases;
-  if (verbose) std::printf("%-110s err %.2e\n", name, e);
+  if (verbose) std::printf("%-110s err %.2e\n", name.c_str(), e);
 }
 
 void accumulate_case(Stats& st, bool verbose) {
-  const int64_t G = pick<int64_t>({1, 4, 8});
-  const int64_t Hkv = rand_int(1, 3), Hq = G * Hkv;
-  const int64_t B = rand_int(1, 3);
-  const int64_t D = pick<int64_t>({64, 128, 40});
+  const Heads h = random_heads();
+  const int64_t Hkv = h.Hkv, Hq = h.Hq, B = h.B, D = h.D;
   const int64_t T = pick<int64_t>({1, 1, 3, 8, 17});
   const int64_t N = pick<int64_t>({1, 5, 100, 300, 513, 777});
   const DType dt = pick<DType>({DType::F32, DType::F16, DType::BF16});
@@ -422,11 +434,8 @@ void accumulate_case(Stats& st, bool verbose) {
   p.scores = scores.data();
   cpu::accumulate(p);
 
-  char name[256];
-  std::snprintf(name, sizeof name,
-                "accumulate B%" PRId64 " Hq%" PRId64 " Hkv%" PRId64 " T%" PRId64 " N%" PRId64
-                " D%" PRId64 " %s %s lens=%d noise=%d tau=%.2f sigma=%.1f",
-                B, Hq, Hkv, T, N, D, dtype_name(dt), layout_name(lay), use_lens, noise, tau, sigma);
+  const std::string name = case_name("accumulate", h, fmt("T%" PRId64 " N%" PRId64, T, N), dt, lay) +
+                           fmt(" lens=%d noise=%d tau=%.2f sigma=%.1f", use_lens, noise, tau, sigma);
   const std::vector<double> add = ref_accumulate(q, k, B, Hq, Hkv, N, T, use_lens ? &lens : nullptr,
                                                  scale, tau, noise, seed, step);
   // Compared on the added amount (the f32 sum with init adds one rounding of init's size).
@@ -454,7 +463,7 @@ void accumulate_case(Stats& st, bool verbose) {
         const double mag = std::max({std::fabs(w), 1e-3 * rowmax, 1e-30});
         const double err = std::max(0.0, std::fabs(g - w) - 2.4e-7 * std::fabs(init[r * N + j])) / mag;
         if (!(err <= 1e-5) && bad++ < 3)
-          std::printf("  %s: row %" PRId64 " col %" PRId64 " got %.9g want %.9g (err %.3g)\n", name,
+          std::printf("  %s: row %" PRId64 " col %" PRId64 " got %.9g want %.9g (err %.3g)\n", name.c_str(),
                       r, j, g, w, err);
         worst = std::max(worst, err);
       }
@@ -462,14 +471,14 @@ void accumulate_case(Stats& st, bool verbose) {
     check(bad == 0, name);
     e = worst;
   }
-  check(untouched, std::string(name) + ": touched scores past L or past the end");
+  check(untouched, name + ": touched scores past L or past the end");
 
   check_other_paths(cpu::accumulate_problem(p), init, scores, name);
 
   g_hash = hash_floats(scores.data(), scores.size(), g_hash);
   st.worst = std::max(st.worst, e);
   ++st.cases;
-  if (verbose) std::printf("%-110s err %.2e\n", name, e);
+  if (verbose) std::printf("%-110s err %.2e\n", name.c_str(), e);
 }
 
 // The core's vectorizable exp against libm's in double: relative error, edges and specials.
