@@ -58,8 +58,7 @@ Napi::Value AdaptiveSelect(const Napi::CallbackInfo& info) {
   p.positions = static_cast<int32_t*>(pos.data);
   p.indptr = static_cast<int32_t*>(ind.data);
   return c.run([&] { cpu::adaptive_select(p); }, [&] { return KVSIFT_CUDA_CALL(cuda::adaptive_select_workspace_bytes(p)); },
-               [&](void* ws) { return KVSIFT_CUDA_CALL(cuda::adaptive_select(p, ws, c.stream)); },
-               {&s, &pos, &ind, &ragged.indptr, &ragged.lens});
+               [&](void* ws) { return KVSIFT_CUDA_CALL(cuda::adaptive_select(p, ws, c.stream)); });
 }
 
 }  // namespace

@@ -143,8 +143,8 @@ class Lengths {
 };
 
 // Records `stream` on the tensors an op used, so their frees are ordered after its work. An
-// optional tensor the call did not get (a default TensorArg, no buffer) is skipped, so entries
-// list their optional tensors (lse, positions, a ragged layout's lens) with the others.
+// optional tensor the call did not get (a default TensorArg, no buffer) is skipped. Entries that
+// go through Call::run need no list: it records every tensor the Call read.
 inline void Touch(cudaStream_t stream, std::initializer_list<const TensorArg*> ts) {
   for (const TensorArg* t : ts) {
     if (t->buffer != nullptr) t->buffer->set_stream(stream);
@@ -241,10 +241,16 @@ class Call {
   template <size_t N>
   std::array<TensorArg, N> tensors(const TensorSpec (&specs)[N]) {
     std::array<TensorArg, N> t;
-    for (size_t i = 0; i < N; ++i) t[i] = GetTensor(env, op, info_[specs[i].at], specs[i].name, specs[i].rank, specs[i].types);
+    for (size_t i = 0; i < N; ++i) t[i] = read_tensor(info_[specs[i].at], specs[i].name, specs[i].rank, specs[i].types);
     device = same_device(t, std::make_index_sequence<N>());
     stream = GetStream(env, op, info_[options_at_ + 1]);
     return t;
+  }
+
+  // A tensor passed inside the options (lse, positions, a ragged layout's indptr): checked like
+  // the positional ones; its device is the entry's to check.
+  TensorArg option_tensor(Napi::Value v, const std::string& name, size_t rank, std::initializer_list<DType> types) const {
+    return read_tensor(v, name, rank, types);
   }
 
   int64_t integer(const char* name, int64_t lo, int64_t hi) const { return GetInt(env, op, o.Get(name), name, lo, hi); }
@@ -268,33 +274,35 @@ class Call {
   // A stream-ordered workspace of `bytes` on the call's device.
   Temp workspace(size_t bytes) const { return Temp(env, op, device, bytes, stream); }
 
-  // The CPU function or the CUDA launcher (see Dispatch::run); the entry's return value.
+  // The CPU function or the CUDA launcher (see Dispatch::run); the entry's return value. On
+  // CUDA, every tensor the call read (positional or option) gets the stream recorded, so its free
+  // waits for this launch: an entry cannot forget an optional tensor.
   template <typename CpuFn, typename CudaFn>
-  Napi::Value run(CpuFn&& cpu_fn, CudaFn&& cuda_fn, std::initializer_list<const TensorArg*> touched) {
+  Napi::Value run(CpuFn&& cpu_fn, CudaFn&& cuda_fn) {
     Dispatch d(env, op, device, stream);
-    d.run(std::forward<CpuFn>(cpu_fn), std::forward<CudaFn>(cuda_fn), touched);
+    d.run(std::forward<CpuFn>(cpu_fn), std::forward<CudaFn>(cuda_fn), {});
+    if (device >= 0) {
+      for (const ReadTensor& r : read_) r.buffer->set_stream(stream);
+    }
     return env.Undefined();
   }
 
   // The same with a stream-ordered workspace of bytes() bytes, handed to cuda_fn(void*).
   template <typename CpuFn, typename BytesFn, typename CudaFn>
-  Napi::Value run(CpuFn&& cpu_fn, BytesFn&& bytes, CudaFn&& cuda_fn, std::initializer_list<const TensorArg*> touched) {
-    return run(std::forward<CpuFn>(cpu_fn),
-               [&] {
-                 Temp ws = workspace(bytes());
-                 return cuda_fn(ws.get());
-               },
-               touched);
+  Napi::Value run(CpuFn&& cpu_fn, BytesFn&& bytes, CudaFn&& cuda_fn) {
+    return run(std::forward<CpuFn>(cpu_fn), [&] {
+      Temp ws = workspace(bytes());
+      return cuda_fn(ws.get());
+    });
   }
 
   // The same for a CPU function that returns how many indices fell out of range (writing their
   // rows as zeros): a count > 0 throws ERR_INDEX_OUT_OF_RANGE, "<op>: <count> <what>". A CUDA
   // kernel raises the device's out-of-range flag instead, which synchronize() reports.
   template <typename CpuFn, typename CudaFn>
-  Napi::Value run_counted(CpuFn&& cpu_fn, CudaFn&& cuda_fn, const std::string& what,
-                          std::initializer_list<const TensorArg*> touched) {
+  Napi::Value run_counted(CpuFn&& cpu_fn, CudaFn&& cuda_fn, const std::string& what) {
     int64_t bad = 0;
-    run([&] { bad = cpu_fn(); }, std::forward<CudaFn>(cuda_fn), touched);
+    run([&] { bad = cpu_fn(); }, std::forward<CudaFn>(cuda_fn));
     if (bad != 0) Throw(env, code::kIndexOutOfRange, op + ": " + std::to_string(bad) + " " + what);
     return env.Undefined();
   }
@@ -310,8 +318,19 @@ class Call {
   int same_device(const std::array<TensorArg, N>& t, std::index_sequence<I...>) const {
     return SameDevice(env, op, {&t[I]...});
   }
+  // Reads a tensor and remembers its buffer, pinned until the call ends, for run()'s stream record.
+  TensorArg read_tensor(Napi::Value v, const std::string& name, size_t rank, std::initializer_list<DType> types) const {
+    TensorArg t = GetTensor(env, op, v, name, rank, types);
+    read_.push_back({t.buffer, t.pin});
+    return t;
+  }
+  struct ReadTensor {
+    DeviceBuffer* buffer;
+    std::shared_ptr<void> pin;
+  };
   const Napi::CallbackInfo& info_;
   int options_at_;
+  mutable std::vector<ReadTensor> read_;
 };
 
 // The two tensors of the row ops (topk's scores, pool's votes): an f32 input of rank >= 1, seen

@@ -53,14 +53,14 @@ Napi::Value DecodeAttention(const Napi::CallbackInfo& info) {
 
   TensorArg lse, sel, indptr, scores;
   if (c.has("lse")) {
-    lse = GetTensor(c.env, c.op, c.option("lse"), "lse", 3, {DType::F32});
+    lse = c.option_tensor(c.option("lse"), "lse", 3, {DType::F32});
     c.expect_shape(lse, "lse", {qd.B, qd.H, qd.S});
     p.lse = static_cast<float*>(lse.data);
   }
   const int64_t pairs = kd.B * kd.H;
   if (selection == 1 || selection == 3) {
     const std::string name = selection == 1 ? "positions" : "blocks";
-    sel = GetTensor(c.env, c.op, c.option("sel"), name, 3, {DType::I32});
+    sel = c.option_tensor(c.option("sel"), name, 3, {DType::I32});
     if (sel.dim(0) != kd.B || sel.dim(1) != kd.H) c.invalid(name + ".shape", "[" + std::to_string(kd.B) + ", " + std::to_string(kd.H) + ", k]", ShapeText(sel.shape));
     if (sel.dim(2) > INT32_MAX) c.invalid(name + ".shape", "fewer than 2^31 entries per row", ShapeText(sel.shape));
     p.sel_k = static_cast<int32_t>(sel.dim(2));
@@ -69,8 +69,8 @@ Napi::Value DecodeAttention(const Napi::CallbackInfo& info) {
       if (static_cast<int64_t>(p.sel_k) * p.block_size > INT32_MAX) c.invalid("blocks", "fewer than 2^31 selected tokens per row", std::to_string(static_cast<int64_t>(p.sel_k) * p.block_size));
     }
   } else if (selection == 2) {
-    sel = GetTensor(c.env, c.op, c.option("sel"), "positions", 1, {DType::I32});
-    indptr = GetTensor(c.env, c.op, c.option("indptr"), "indptr", 1, {DType::I32});
+    sel = c.option_tensor(c.option("sel"), "positions", 1, {DType::I32});
+    indptr = c.option_tensor(c.option("indptr"), "indptr", 1, {DType::I32});
     c.expect_shape(indptr, "indptr", {pairs + 1});
     p.sel_total = sel.numel;
     p.indptr = static_cast<const int32_t*>(indptr.data);
@@ -82,7 +82,7 @@ Napi::Value DecodeAttention(const Napi::CallbackInfo& info) {
   }
   if (c.has("scores")) {
     if (selection != 0) c.invalid("scores", "no accumulation for a sparse attention", "scores");
-    scores = GetTensor(c.env, c.op, c.option("scores"), "scores", 3, {DType::F32});
+    scores = c.option_tensor(c.option("scores"), "scores", 3, {DType::F32});
     SameDevice(c.env, c.op, {&q, &scores});
     c.expect_shape(scores, "scores", {kd.B, kd.H, kd.S});
     double tau = c.number("tau");
@@ -93,8 +93,7 @@ Napi::Value DecodeAttention(const Napi::CallbackInfo& info) {
   }
   if (p.lse != nullptr) SameDevice(c.env, c.op, {&q, &lse});
   return c.run([&] { cpu::decode_attention(p); }, [&] { return KVSIFT_CUDA_CALL(cuda::decode_workspace_bytes(p)); },
-               [&](void* ws) { return KVSIFT_CUDA_CALL(cuda::decode_attention(p, ws, c.stream)); },
-               {&q, &k, &v, &out, &lse, &sel, &indptr, &scores});
+               [&](void* ws) { return KVSIFT_CUDA_CALL(cuda::decode_attention(p, ws, c.stream)); });
 }
 
 }  // namespace

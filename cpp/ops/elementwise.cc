@@ -16,8 +16,7 @@ Napi::Value ProtectScores(const Napi::CallbackInfo& info) {
   Lengths lens = c.lengths("seqLens", r.batch, 0, r.M);
   ProtectParams p{static_cast<const float*>(in.data), static_cast<float*>(out.data), r.R, r.M, r.rows_per_batch,
                   static_cast<int32_t>(sinks), static_cast<int32_t>(recent), static_cast<float>(sign), lens.ptr()};
-  return c.run([&] { cpu::protect_scores(p); }, [&] { return KVSIFT_CUDA_CALL(cuda::protect_scores(p, c.stream)); },
-               {&in, &out});
+  return c.run([&] { cpu::protect_scores(p); }, [&] { return KVSIFT_CUDA_CALL(cuda::protect_scores(p, c.stream)); });
 }
 
 // gumbel(out, { seed, step }, stream?): out f32 [B, H, T, N]
@@ -26,7 +25,7 @@ Napi::Value Gumbel(const Napi::CallbackInfo& info) {
   auto [out] = c.tensors({{0, "out", 4, {DType::F32}}});
   GumbelParams p{static_cast<int32_t>(out.dim(0)), static_cast<int32_t>(out.dim(1)), static_cast<int32_t>(out.dim(2)),
                  static_cast<int32_t>(out.dim(3)), c.u64("seed"), c.u64("step"), static_cast<float*>(out.data)};
-  return c.run([&] { cpu::gumbel(p); }, [&] { return KVSIFT_CUDA_CALL(cuda::gumbel(p, c.stream)); }, {&out});
+  return c.run([&] { cpu::gumbel(p); }, [&] { return KVSIFT_CUDA_CALL(cuda::gumbel(p, c.stream)); });
 }
 
 // headReduce(input [B, H, N], out [B, N], { scale }, stream?)
@@ -36,7 +35,7 @@ Napi::Value HeadReduce(const Napi::CallbackInfo& info) {
   c.expect_shape(out, "out", {in.dim(0), in.dim(2)});
   HeadReduceParams p{static_cast<const float*>(in.data), static_cast<float*>(out.data), static_cast<int32_t>(in.dim(0)),
                      static_cast<int32_t>(in.dim(1)), static_cast<int32_t>(in.dim(2)), c.f32("scale")};
-  return c.run([&] { cpu::head_reduce(p); }, [&] { return KVSIFT_CUDA_CALL(cuda::head_reduce(p, c.stream)); }, {&in, &out});
+  return c.run([&] { cpu::head_reduce(p); }, [&] { return KVSIFT_CUDA_CALL(cuda::head_reduce(p, c.stream)); });
 }
 
 }  // namespace

@@ -42,7 +42,7 @@ Napi::Value Gather(const Napi::CallbackInfo& info) {
     return bad != 0 ? bad : cpu::gather(p);
   };
   return c.run_counted(cpu_gather, [&] { return KVSIFT_CUDA_CALL(cuda::gather(p, c.stream)); },
-                       "positions fall outside [0, " + std::to_string(cd.S) + ")", {&cache, &pos, &out});
+                       "positions fall outside [0, " + std::to_string(cd.S) + ")");
 }
 
 // fillWindow(positions, { window, n, rowStride, rowsPerBatch, seqLens? }, stream?)
@@ -57,7 +57,7 @@ Napi::Value FillWindow(const Napi::CallbackInfo& info) {
   if (R * stride != pos.numel) c.invalid("positions", "a multiple of rowStride elements", std::to_string(pos.numel));
   Lengths lens = c.lengths("seqLens", (R + rpb - 1) / rpb, W, N);
   FillWindowParams p{static_cast<int32_t*>(pos.data), R, stride, rpb, static_cast<int32_t>(W), static_cast<int32_t>(N), lens.ptr()};
-  return c.run([&] { cpu::fill_window(p); }, [&] { return KVSIFT_CUDA_CALL(cuda::fill_window(p, c.stream)); }, {&pos});
+  return c.run([&] { cpu::fill_window(p); }, [&] { return KVSIFT_CUDA_CALL(cuda::fill_window(p, c.stream)); });
 }
 
 }  // namespace

@@ -20,7 +20,7 @@ Napi::Value Accumulate(const Napi::CallbackInfo& info) {
   SetQueryKeys(p, q, k, layout, d, lens.ptr());
   p.T = static_cast<int32_t>(d.qd.S);
   return c.run([&] { cpu::accumulate(p); }, [&] { return KVSIFT_CUDA_CALL(cuda::accumulate_workspace_bytes(p)); },
-               [&](void* ws) { return KVSIFT_CUDA_CALL(cuda::accumulate(p, ws, c.stream)); }, {&q, &k, &s});
+               [&](void* ws) { return KVSIFT_CUDA_CALL(cuda::accumulate(p, ws, c.stream)); });
 }
 
 }  // namespace

@@ -104,7 +104,7 @@ Napi::Value CopyAxis(const Napi::CallbackInfo& info) {
   p.H = 1;
   p.T = 1;
   p.row_bytes = src.dim(axis) * inner;
-  return c.run([&] { cpu::row_copy(p); }, [&] { return KVSIFT_CUDA_CALL(cuda::row_copy(p, c.stream)); }, {&dst, &src});
+  return c.run([&] { cpu::row_copy(p); }, [&] { return KVSIFT_CUDA_CALL(cuda::row_copy(p, c.stream)); });
 }
 
 // kvAppend(keys, values, positions, newKeys, newValues, { layout, lengths, counts, starts }, stream?):

@@ -14,7 +14,7 @@ Napi::Value L2Norms(const Napi::CallbackInfo& info) {
   Lengths lens = c.lengths("seqLens", kd.B, 0, kd.S);
   L2NormsParams p{ViewOf(k, layout), k.dtype, static_cast<int32_t>(kd.B), static_cast<int32_t>(kd.H),
                   static_cast<int32_t>(kd.S), static_cast<int32_t>(kd.D), lens.ptr(), static_cast<float*>(out.data)};
-  return c.run([&] { cpu::l2_norms(p); }, [&] { return KVSIFT_CUDA_CALL(cuda::l2_norms(p, c.stream)); }, {&k, &out});
+  return c.run([&] { cpu::l2_norms(p); }, [&] { return KVSIFT_CUDA_CALL(cuda::l2_norms(p, c.stream)); });
 }
 
 }  // namespace

@@ -16,7 +16,7 @@ Napi::Value Pool1d(const Napi::CallbackInfo& info) {
   Lengths lens = c.lengths("lengths", r.batch, 0, r.M);
   PoolParams p{static_cast<const float*>(in.data), static_cast<float*>(out.data), r.R, r.M, static_cast<int32_t>(kernel),
                static_cast<PoolKind>(kind), lens.ptr(), r.rows_per_batch};
-  return c.run([&] { cpu::pool1d(p); }, [&] { return KVSIFT_CUDA_CALL(cuda::pool1d(p, c.stream)); }, {&in, &out});
+  return c.run([&] { cpu::pool1d(p); }, [&] { return KVSIFT_CUDA_CALL(cuda::pool1d(p, c.stream)); });
 }
 
 }  // namespace

@@ -40,7 +40,7 @@ Napi::Value QuestMetadata(const Napi::CallbackInfo& info) {
   p.from_all = static_cast<int32_t>(from_all);
   p.min = static_cast<float*>(mn.data);
   p.max = static_cast<float*>(mx.data);
-  return c.run([&] { cpu::quest_metadata(p); }, [&] { return KVSIFT_CUDA_CALL(cuda::quest_metadata(p, c.stream)); }, {&k, &mn, &mx});
+  return c.run([&] { cpu::quest_metadata(p); }, [&] { return KVSIFT_CUDA_CALL(cuda::quest_metadata(p, c.stream)); });
 }
 
 // questSelect(q, min, max, out, { layout, k, groupReduce }, stream?): q [B, Hq, 1, D]; out i32
@@ -93,8 +93,7 @@ Napi::Value QuestSelect(const Napi::CallbackInfo& info) {
         err = static_cast<int>(KVSIFT_CUDA_CALL(cuda::topk(tp, ws.get(), c.stream)));
         if (err != 0) return err;
         return static_cast<int>(KVSIFT_CUDA_CALL(cuda::quest_pad(pp, c.stream)));
-      },
-      {&q, &mn, &mx, &out});
+      });
 }
 
 }  // namespace

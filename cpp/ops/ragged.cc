@@ -74,7 +74,7 @@ Napi::Value RaggedGather(const Napi::CallbackInfo& info) {
   p.reserve = static_cast<int32_t>(reserve);
   p.out = out.data;
   return c.run_counted([&] { return cpu::ragged_gather(p); }, [&] { return KVSIFT_CUDA_CALL(cuda::ragged_gather(p, c.stream)); },
-                       "selected positions fall outside their heads", {&src, &sp, &si, &out, &oi, &ol, &sr.indptr, &sr.lens});
+                       "selected positions fall outside their heads");
 }
 
 // raggedAppend(src, dst, { layout?, ragged: { batch, heads, indptr, lens }, updateLens,
@@ -105,8 +105,7 @@ Napi::Value RaggedAppend(const Napi::CallbackInfo& info) {
   p.lens = update ? static_cast<int32_t*>(r.lens.data) : nullptr;
   p.dst = dst.data;
   p.pos_base = base.ptr();
-  return c.run([&] { cpu::ragged_append(p); }, [&] { return KVSIFT_CUDA_CALL(cuda::ragged_append(p, c.stream)); },
-               {&src, &dst, &r.indptr, &r.lens, &pt});
+  return c.run([&] { cpu::ragged_append(p); }, [&] { return KVSIFT_CUDA_CALL(cuda::ragged_append(p, c.stream)); });
 }
 
 // raggedAccumulate(queries, keys, scores, { layout?, tau, noise, seed, step,
@@ -139,8 +138,7 @@ Napi::Value RaggedAccumulate(const Napi::CallbackInfo& info) {
   SetNoise(c, p);
   p.scores = static_cast<float*>(s.data);
   return c.run([&] { cpu::ragged_accumulate(p); }, [&] { return KVSIFT_CUDA_CALL(cuda::ragged_accumulate_workspace_bytes(p)); },
-               [&](void* ws) { return KVSIFT_CUDA_CALL(cuda::ragged_accumulate(p, ws, c.stream)); },
-               {&q, &k, &s, &r.indptr, &r.lens, &pt});
+               [&](void* ws) { return KVSIFT_CUDA_CALL(cuda::ragged_accumulate(p, ws, c.stream)); });
 }
 
 // raggedLayerScores(perHead, out, { ragged, positions?, scale }, stream?): out f32 [B, n].
@@ -157,8 +155,7 @@ Napi::Value RaggedLayerScores(const Napi::CallbackInfo& info) {
   p.n = static_cast<int32_t>(out.dim(1));
   p.scale = c.f32("scale");
   p.out = static_cast<float*>(out.data);
-  return c.run([&] { cpu::ragged_layer_scores(p); }, [&] { return KVSIFT_CUDA_CALL(cuda::ragged_layer_scores(p, c.stream)); },
-               {&ph, &out, &r.indptr, &r.lens, &pt});
+  return c.run([&] { cpu::ragged_layer_scores(p); }, [&] { return KVSIFT_CUDA_CALL(cuda::ragged_layer_scores(p, c.stream)); });
 }
 
 // raggedZeroGaps(x, { ragged }, stream?): x f32 [rows].
@@ -167,8 +164,7 @@ Napi::Value RaggedZeroGaps(const Napi::CallbackInfo& info) {
   auto [x] = c.tensors({{0, "x", 1, {DType::F32}}});
   RaggedArgs r = GetRagged(c, c.option("ragged"), x.numel);
   RaggedZeroGapsParams p{static_cast<float*>(x.data), r.heads};
-  return c.run([&] { cpu::ragged_zero_gaps(p); }, [&] { return KVSIFT_CUDA_CALL(cuda::ragged_zero_gaps(p, c.stream)); },
-               {&x, &r.indptr, &r.lens});
+  return c.run([&] { cpu::ragged_zero_gaps(p); }, [&] { return KVSIFT_CUDA_CALL(cuda::ragged_zero_gaps(p, c.stream)); });
 }
 
 }  // namespace

@@ -11,14 +11,14 @@ namespace kvsift::ops {
 // gather's new indptr and lens): unlike the entry's tensor arguments it is not part of the
 // device check, so its device is checked here.
 inline TensorArg DeviceI32(const Call& c, Napi::Value v, const std::string& name, int64_t n) {
-  TensorArg t = GetTensor(c.env, c.op, v, name, 1, {DType::I32});
+  TensorArg t = c.option_tensor(v, name, 1, {DType::I32});
   ExpectShape(c.env, c.op, t, name, {n});
   if (t.device != c.device) c.invalid(name, "a tensor on the op's device", "another device");
   return t;
 }
 
 // The same for an optional option: undefined gives a TensorArg without a buffer (a null data
-// pointer for the params; Touch skips it).
+// pointer for the params).
 inline TensorArg OptionalDeviceI32(const Call& c, const char* name, int64_t n) {
   Napi::Value v = c.option(name);
   return v.IsUndefined() ? TensorArg{} : DeviceI32(c, v, name, n);

@@ -19,7 +19,7 @@ Napi::Value SnapkvScores(const Napi::CallbackInfo& info) {
   const float* lse = nullptr;
   TensorArg lse_t;
   if (c.has("lse")) {
-    lse_t = GetTensor(c.env, c.op, c.option("lse"), "lse", 3, {DType::F32});
+    lse_t = c.option_tensor(c.option("lse"), "lse", 3, {DType::F32});
     SameDevice(c.env, c.op, {&q, &lse_t});
     c.expect_shape(lse_t, "lse", {d.qd.B, d.qd.H, W});
     lse = static_cast<const float*>(lse_t.data);
@@ -31,7 +31,7 @@ Napi::Value SnapkvScores(const Napi::CallbackInfo& info) {
   p.group_reduce = static_cast<GroupReduce>(gr);
   p.out = static_cast<float*>(out.data);
   return c.run([&] { cpu::snapkv_scores(p); }, [&] { return KVSIFT_CUDA_CALL(cuda::snapkv_scores_workspace_bytes(p)); },
-               [&](void* ws) { return KVSIFT_CUDA_CALL(cuda::snapkv_scores(p, ws, c.stream)); }, {&q, &k, &out, &lse_t});
+               [&](void* ws) { return KVSIFT_CUDA_CALL(cuda::snapkv_scores(p, ws, c.stream)); });
 }
 
 }  // namespace

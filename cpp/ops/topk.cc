@@ -18,7 +18,7 @@ Napi::Value Topk(const Napi::CallbackInfo& info) {
   TopkParams p{static_cast<const float*>(in.data), static_cast<int32_t*>(out.data), r.R, r.M, static_cast<int32_t>(k), stride,
                static_cast<TopkOrder>(order), lens.ptr(), r.rows_per_batch};
   return c.run([&] { cpu::topk(p); }, [&] { return KVSIFT_CUDA_CALL(cuda::topk_workspace_bytes(p)); },
-               [&](void* ws) { return KVSIFT_CUDA_CALL(cuda::topk(p, ws, c.stream)); }, {&in, &out});
+               [&](void* ws) { return KVSIFT_CUDA_CALL(cuda::topk(p, ws, c.stream)); });
 }
 
 }  // namespace
